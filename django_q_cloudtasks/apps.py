@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class CloudTasksConfig(AppConfig):
+    name = "django_q_cloudtasks"
+    verbose_name = "Django Q on Cloud Tasks"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

@@ -1,0 +1,166 @@
+"""Who may call the receiver: requests carrying a Google-signed OIDC ID token.
+
+Cloud Tasks signs each request as the task's service account. The token is checked with
+google-auth (signature, expiry, audience), then against the configured issuers and
+e-mails. Certificates are cached for as long as their Cache-Control allows, so a
+request costs no network call; an unknown key id triggers one early refresh, which is
+how key rotation is picked up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpRequest
+
+from .conf import ReceiverSettings
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+MAX_TOKEN_LENGTH = 16 * 1024
+DEFAULT_CERTS_TTL = 300.0
+MAX_CERTS_TTL = 24 * 3600.0
+# An unknown key id refreshes the certificates, at most this often.
+MIN_REFRESH_INTERVAL = 30.0
+
+
+class AuthenticationFailed(Exception):
+    """The request is refused: 401 without a valid token, 403 for a caller not allowed."""
+
+    def __init__(self, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class CertificatesUnavailable(Exception):
+    """The signing certificates could not be fetched: the caller is not at fault."""
+
+
+@dataclass
+class _Response:
+    """What google-auth reads of a transport response."""
+
+    status: int
+    data: bytes
+    headers: dict[str, str]
+
+
+class CachedCertificates:
+    """A google-auth transport for certificate documents, caching each URL's answer."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, _Response]] = {}
+        self._fetched_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> _Response:
+        entry = self._cache.get(url)
+        if entry and time.monotonic() < entry[0]:
+            return entry[1]
+        with self._lock:
+            entry = self._cache.get(url)
+            if entry and time.monotonic() < entry[0]:
+                return entry[1]
+            response = self._fetch(url)
+            self._fetched_at[url] = time.monotonic()
+            if response.status == 200:
+                self._cache[url] = (time.monotonic() + _max_age(response.headers), response)
+            return response
+
+    def refresh(self, url: str) -> bool:
+        """Forget the cached document, unless it was fetched moments ago."""
+        if time.monotonic() - self._fetched_at.get(url, 0.0) < MIN_REFRESH_INTERVAL:
+            return False
+        self._cache.pop(url, None)
+        return True
+
+    def clear(self) -> None:
+        self._cache.clear()
+        self._fetched_at.clear()
+
+    @staticmethod
+    def _fetch(url: str) -> _Response:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return _Response(response.status, response.read(), dict(response.headers))
+        except urllib.error.HTTPError as error:
+            return _Response(error.code, b"", {})
+        except (OSError, ValueError) as error:
+            raise CertificatesUnavailable(f"Could not fetch {url}: {error}") from error
+
+
+certificates = CachedCertificates()
+
+
+def authenticate(request: HttpRequest, settings: ReceiverSettings) -> dict[str, Any] | None:
+    """The verified token claims, or None when verification is off. Raises AuthenticationFailed."""
+    if not settings.verify_token:
+        return None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("No bearer token.")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise AuthenticationFailed("Token too long.")
+    claims = _verify(token.strip(), settings)
+    if claims.get("iss") not in settings.issuers:
+        raise AuthenticationFailed(f"Token issuer {claims.get('iss')!r} is not accepted.")
+    if claims.get("email") not in settings.allowed_emails:
+        raise AuthenticationFailed(f"{claims.get('email')!r} may not call the receiver.", 403)
+    if claims.get("email_verified") is not True:
+        raise AuthenticationFailed(f"E-mail {claims.get('email')!r} is not verified.", 403)
+    return claims
+
+
+def _verify(token: str, settings: ReceiverSettings) -> dict[str, Any]:
+    try:
+        return _decode(token, settings)
+    except _UnknownKey:
+        # Google rotated its keys since the certificates were cached: fetch them once more.
+        if not certificates.refresh(settings.certs_url):
+            raise AuthenticationFailed("Invalid token: its key id is unknown.") from None
+    try:
+        return _decode(token, settings)
+    except _UnknownKey:
+        raise AuthenticationFailed("Invalid token: its key id is unknown.") from None
+
+
+class _UnknownKey(AuthenticationFailed):
+    pass
+
+
+def _decode(token: str, settings: ReceiverSettings) -> dict[str, Any]:
+    from google.auth import exceptions
+    from google.oauth2 import id_token
+
+    try:
+        claims = id_token.verify_token(
+            token,
+            certificates,
+            audience=list(settings.audiences),
+            certs_url=settings.certs_url,
+            clock_skew_in_seconds=settings.clock_skew,
+        )
+    except exceptions.TransportError as error:
+        raise CertificatesUnavailable(str(error)) from error
+    except CertificatesUnavailable:
+        raise
+    except Exception as error:  # a hostile token can break the parser in many ways
+        if "Certificate for key id" in str(error):
+            raise _UnknownKey(str(error)) from error
+        raise AuthenticationFailed(f"Invalid token: {error}") from error
+    if not isinstance(claims, dict):
+        raise AuthenticationFailed("Invalid token: its payload is not an object.")
+    return claims
+
+
+def _max_age(headers: dict[str, str]) -> float:
+    cache_control = {k.lower(): v for k, v in headers.items()}.get("cache-control", "")
+    match = re.search(r"max-age=(\d+)", cache_control)
+    return min(float(match.group(1)), MAX_CERTS_TTL) if match else DEFAULT_CERTS_TTL

@@ -1,0 +1,273 @@
+"""CloudTasksBroker: the enqueue side. django-q hands it signed packages; it creates
+Cloud Tasks HTTP tasks that POST each package back to the receiver view.
+
+django-q builds a new broker object on nearly every call, so constructing one is cheap:
+it looks up cached settings and nothing else. The API client is made on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from django_q.brokers import Broker
+from django_q.signing import SignedPackage
+
+from .client import get_beta_client, get_client
+from .conf import QueueSettings, main_cluster_name, queue_settings
+from .exceptions import EnqueueError
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+CONTENT_TYPE = "application/vnd.django-q.package"
+# Cloud Tasks refuses tasks over 1 MiB, headers and all; keep room for the headers.
+MAX_BODY_BYTES = 1024 * 1024 - 16 * 1024
+# qmonitor polls queue_size() every second; List and Get calls are rate-limited.
+STATS_TTL_SECONDS = 5.0
+# A qcluster that calls dequeue() on this push-only broker sleeps this long per call.
+IDLE_DEQUEUE_SECONDS = 5.0
+
+
+class CloudTasksBroker(Broker):  # type: ignore[misc]
+    """A django-q broker whose queue is a Google Cloud Tasks queue.
+
+    Tasks are pushed: Cloud Tasks POSTs each one to the receiver view, so no ``qcluster``
+    needs to run. ``list_key`` is the django-q cluster name; each cluster has its own queue.
+    """
+
+    _stats: dict[str, tuple[float, Any]] = {}
+    _warned_dequeue = threading.Event()
+
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> QueueSettings:
+        return queue_settings(list_key)
+
+    @property
+    def settings(self) -> QueueSettings:
+        return self.connection  # type: ignore[no-any-return]
+
+    def info(self) -> str:
+        where = (
+            f" (emulator at {self.settings.emulator_host})" if self.settings.emulator_host else ""
+        )
+        return f"Cloud Tasks {self.settings.queue_path}{where}"
+
+    def enqueue(self, task: str) -> str:
+        """Create the Cloud Tasks task for one signed package; returns the django-q task id.
+
+        The Cloud Tasks task is named after the django-q id, so a CreateTask retried after
+        a lost answer finds its first copy (ALREADY_EXISTS) instead of making a second.
+        """
+        package = SignedPackage.loads(task)  # our own package, signed a moment ago
+        task_id: str = package["id"]
+        if package.get("cluster", main_cluster_name()) != self.list_key:
+            package["cluster"] = self.list_key  # the receiver runs it with this cluster's settings
+            task = SignedPackage.dumps(package)
+        body = task.encode()
+        if len(body) > MAX_BODY_BYTES:
+            raise EnqueueError(
+                f"Task {task_id} ({package['func']!r}) is {len(body):,} bytes signed; Cloud Tasks "
+                f"accepts at most {MAX_BODY_BYTES:,}. Pass a reference to the data (a primary key, "
+                "a storage path) instead of the data itself.",
+                queue_path=self.settings.queue_path,
+                task_id=task_id,
+            )
+        self._create(task_id, self._cloud_task(task_id, body, package.get("timeout")))
+        return task_id
+
+    def _cloud_task(self, task_id: str, body: bytes, timeout: int | None) -> dict[str, Any]:
+        qs = self.settings
+        http_request: dict[str, Any] = {
+            "http_method": "POST",
+            "url": qs.url,
+            "headers": {"Content-Type": CONTENT_TYPE},
+            "body": body,
+        }
+        if qs.service_account_email:
+            http_request["oidc_token"] = {
+                "service_account_email": qs.service_account_email,
+                "audience": qs.audience,
+            }
+        deadline = qs.deadline_for(qs.timeout if timeout is None else timeout)
+        return {
+            "name": qs.task_path(task_id),
+            "http_request": http_request,
+            "dispatch_deadline": {"seconds": deadline},
+        }
+
+    def _create(self, task_id: str, cloud_task: dict[str, Any]) -> None:
+        from google.api_core import exceptions, retry
+
+        qs = self.settings
+        transient = retry.if_exception_type(
+            exceptions.ServiceUnavailable,
+            exceptions.DeadlineExceeded,
+            exceptions.InternalServerError,
+            exceptions.TooManyRequests,
+            exceptions.Aborted,
+            exceptions.Unknown,
+        )
+        policy = retry.Retry(
+            predicate=transient,
+            initial=0.2,
+            maximum=5.0,
+            multiplier=2.0,
+            timeout=qs.enqueue_timeout,
+        )
+        try:
+            get_client(qs.emulator_host).create_task(
+                parent=qs.queue_path,
+                task=cloud_task,
+                retry=policy,
+                timeout=min(10.0, qs.enqueue_timeout),
+            )
+        except exceptions.AlreadyExists:
+            logger.debug(
+                "Task %s already exists in %s: an earlier attempt created it",
+                task_id,
+                qs.queue_path,
+            )
+        except exceptions.RetryError as error:
+            raise self._enqueue_error(task_id, error.cause or error) from error
+        except exceptions.GoogleAPICallError as error:
+            raise self._enqueue_error(task_id, error) from error
+
+    def _enqueue_error(self, task_id: str, error: BaseException) -> EnqueueError:
+        from google.api_core import exceptions
+
+        qs = self.settings
+        hints: list[tuple[type[BaseException], str]] = [
+            (
+                exceptions.NotFound,
+                f"The queue does not exist. Create it: gcloud tasks queues create {qs.queue} "
+                f"--location={qs.location} --project={qs.project}",
+            ),
+            (
+                exceptions.PermissionDenied,
+                "The caller needs roles/cloudtasks.enqueuer on the queue"
+                + (
+                    f" and roles/iam.serviceAccountUser on {qs.service_account_email}"
+                    if qs.service_account_email
+                    else ""
+                )
+                + ".",
+            ),
+            (
+                exceptions.ServiceUnavailable,
+                f"Cloud Tasks did not answer within {qs.enqueue_timeout:g} s"
+                + (
+                    f"; is the emulator at {qs.emulator_host} running?" if qs.emulator_host else "."
+                ),
+            ),
+        ]
+        hint = next((text for kind, text in hints if isinstance(error, kind)), "")
+        return EnqueueError(
+            f"Could not enqueue task {task_id} to Cloud Tasks queue {qs.queue_path}: {error}. {hint}".strip(),
+            queue_path=qs.queue_path,
+            task_id=task_id,
+        )
+
+    def dequeue(self) -> None:
+        """Push-only: a ``qcluster`` started with this broker has nothing to pull.
+
+        Its scheduler still enqueues due schedules; its workers stay idle. Sleeping here
+        keeps the pusher loop from spinning a CPU.
+        """
+        if not self._warned_dequeue.is_set():
+            self._warned_dequeue.set()
+            logger.warning(
+                "CloudTasksBroker is push-only: Cloud Tasks delivers %s's tasks to the receiver "
+                "at %s, so this qcluster's workers stay idle. You do not need a qcluster.",
+                self.settings.queue_path,
+                self.settings.url,
+            )
+        time.sleep(IDLE_DEQUEUE_SECONDS)
+
+    def queue_size(self) -> int | None:
+        """Tasks waiting in the queue (statistics, or a count of ListTasks on an emulator)."""
+        stats = self._queue_stats()
+        return stats["tasks"] if stats else None
+
+    def lock_size(self) -> int | None:
+        """Tasks being delivered right now; None where Cloud Tasks does not say."""
+        stats = self._queue_stats()
+        return stats["running"] if stats else None
+
+    def ping(self) -> bool:
+        from google.api_core import exceptions
+
+        try:
+            get_client(self.settings.emulator_host).get_queue(
+                name=self.settings.queue_path, timeout=10
+            )
+        except exceptions.GoogleAPICallError as error:
+            logger.warning(
+                "Cloud Tasks queue %s is not reachable: %s", self.settings.queue_path, error
+            )
+            return False
+        return True
+
+    def delete(self, task_id: str) -> bool:
+        """Cancel a waiting task by its django-q id; False if it already ran or was deleted."""
+        from google.api_core import exceptions
+
+        try:
+            get_client(self.settings.emulator_host).delete_task(
+                name=self.settings.task_path(task_id), timeout=10
+            )
+        except exceptions.NotFound:
+            return False
+        return True
+
+    def purge_queue(self) -> None:
+        """Delete every waiting task of the queue (Cloud Tasks does it within a minute)."""
+        get_client(self.settings.emulator_host).purge_queue(
+            name=self.settings.queue_path, timeout=10
+        )
+        self._stats.pop(self.settings.queue_path, None)
+
+    def delete_queue(self) -> None:
+        """Purges the queue but never deletes it: Cloud Tasks locks a deleted queue's name
+        for days, which would break enqueueing until then."""
+        self.purge_queue()
+
+    def acknowledge(self, task_id: str) -> None:
+        """Nothing to do: the receiver's 2xx answer is what acknowledges a pushed task."""
+
+    def fail(self, task_id: str) -> None:
+        """Nothing to do: the receiver's non-2xx answer is what makes Cloud Tasks retry."""
+
+    def _queue_stats(self) -> dict[str, int] | None:
+        path = self.settings.queue_path
+        cached = self._stats.get(path)
+        if cached and time.monotonic() - cached[0] < STATS_TTL_SECONDS:
+            return cached[1]  # type: ignore[no-any-return]
+        stats = self._fetch_stats()
+        self._stats[path] = (time.monotonic(), stats)
+        return stats
+
+    def _fetch_stats(self) -> dict[str, int] | None:
+        from google.api_core import exceptions
+
+        qs = self.settings
+        try:
+            queue = get_beta_client(qs.emulator_host).get_queue(
+                request={"name": qs.queue_path, "read_mask": {"paths": ["stats"]}}, timeout=10
+            )
+            return {
+                "tasks": queue.stats.tasks_count,
+                "running": queue.stats.concurrent_dispatches_count,
+            }
+        except exceptions.MethodNotImplemented:
+            pass  # an emulator without statistics: count the tasks instead
+        except exceptions.GoogleAPICallError as error:
+            logger.warning("Could not read statistics of %s: %s", qs.queue_path, error)
+            return None
+        try:
+            pages = get_client(qs.emulator_host).list_tasks(parent=qs.queue_path, timeout=10)
+            return {"tasks": sum(1 for _ in pages), "running": None}  # type: ignore[dict-item]
+        except exceptions.GoogleAPICallError as error:
+            logger.warning("Could not list the tasks of %s: %s", qs.queue_path, error)
+            return None

@@ -1,0 +1,67 @@
+"""The Cloud Tasks API client: one per process and endpoint, made on first use.
+
+``google.cloud.tasks_v2`` is imported here and nowhere else, and only when a task is
+enqueued or a queue inspected: the receiver, which only runs tasks, never pays for it.
+Clients are dropped in a forked child (gunicorn ``--preload``), because a gRPC channel
+must not cross a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from google.cloud.tasks_v2 import CloudTasksClient
+
+_clients: dict[tuple[str, str | None], Any] = {}
+_lock = threading.Lock()
+
+
+def get_client(emulator_host: str | None) -> CloudTasksClient:
+    """The v2 client, talking to Google or, over plain gRPC, to an emulator."""
+    return _cached("v2", emulator_host)  # type: ignore[no-any-return]
+
+
+def get_beta_client(emulator_host: str | None) -> Any:
+    """The v2beta3 client: the only API version that reports queue statistics."""
+    return _cached("v2beta3", emulator_host)
+
+
+def _cached(version: str, emulator_host: str | None) -> Any:
+    key = (version, emulator_host)
+    client = _clients.get(key)
+    if client is None:
+        with _lock:
+            client = _clients.get(key) or _make(version, emulator_host)
+            _clients[key] = client
+    return client
+
+
+def _make(version: str, emulator_host: str | None) -> Any:
+    if version == "v2":
+        from google.cloud import tasks_v2 as api
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+            CloudTasksGrpcTransport as Transport,
+        )
+    else:
+        from google.cloud import tasks_v2beta3 as api  # type: ignore[no-redef]
+        from google.cloud.tasks_v2beta3.services.cloud_tasks.transports import (  # type: ignore[no-redef]
+            CloudTasksGrpcTransport as Transport,
+        )
+    if emulator_host is None:
+        return api.CloudTasksClient()
+    import grpc
+
+    channel = grpc.insecure_channel(emulator_host)
+    return api.CloudTasksClient(transport=Transport(channel=channel))
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _clients.clear()
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

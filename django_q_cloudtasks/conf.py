@@ -1,0 +1,407 @@
+"""Settings: ``Q_CLUSTER["cloud_tasks"]`` read, checked and completed.
+
+Two views of the same settings:
+
+* :class:`QueueSettings`, one per django-q cluster: where that cluster's tasks go and how
+  they run. ``ALT_CLUSTERS`` entries inherit the main cluster's ``cloud_tasks`` keys,
+  except ``queue``, which defaults to the cluster's own name.
+* :class:`ReceiverSettings`, one per process: who may call the receiver endpoint.
+
+Every problem raises :class:`ConfigurationError` carrying the id of the system check that
+reports the same problem at start-up (see ``checks.py``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.urls import NoReverseMatch, reverse
+
+from . import environment
+from .exceptions import ConfigurationError
+
+BROKER_CLASS = "django_q_cloudtasks.CloudTasksBroker"
+EMULATOR_ENV = "CLOUD_TASKS_EMULATOR_HOST"
+RECEIVER_URL_NAME = "django_q_cloudtasks:receive"
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+
+# Cloud Tasks bounds for an HTTP task's dispatch deadline, in seconds.
+MIN_DISPATCH_DEADLINE = 15
+MAX_DISPATCH_DEADLINE = 1800
+DEFAULT_DISPATCH_DEADLINE = 600
+# Time the receiver needs after a timed-out task to save its Failure and answer.
+DISPATCH_MARGIN = 15
+
+QUEUE_KEYS = frozenset(
+    {
+        "project",
+        "location",
+        "queue",
+        "url",
+        "service_account_email",
+        "audience",
+        "emulator_host",
+        "dispatch_deadline",
+        "enqueue_timeout",
+    }
+)
+# Keys about the receiver endpoint: one endpoint serves every cluster, so they live in
+# the main cluster's settings only.
+ENDPOINT_KEYS = frozenset({"verify_token", "allowed_emails", "issuers", "certs_url", "clock_skew"})
+
+QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+LOCATION_ID = re.compile(r"^[a-z0-9-]{1,63}$")
+PROJECT_ID = re.compile(r"^[a-z][a-z0-9:.-]{0,98}[a-z0-9]$|^[a-z0-9-]+$")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Where one django-q cluster's tasks go, and how long they may run."""
+
+    cluster: str
+    project: str
+    location: str
+    queue: str
+    url: str
+    audience: str
+    service_account_email: str | None
+    emulator_host: str | None
+    timeout: int | None
+    max_attempts: int
+    ack_failures: bool
+    dispatch_deadline: int | None
+    enqueue_timeout: float
+
+    @property
+    def queue_path(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/queues/{self.queue}"
+
+    def task_path(self, task_id: str) -> str:
+        return f"{self.queue_path}/tasks/{task_id}"
+
+    def deadline_for(self, timeout: int | None) -> int:
+        """Seconds Cloud Tasks waits for the answer to a task with this django-q timeout."""
+        if self.dispatch_deadline is not None:
+            return self.dispatch_deadline
+        if timeout is None or timeout < 0:
+            return DEFAULT_DISPATCH_DEADLINE
+        return max(MIN_DISPATCH_DEADLINE, min(MAX_DISPATCH_DEADLINE, timeout + DISPATCH_MARGIN))
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """Who may call the receiver endpoint."""
+
+    verify_token: bool
+    audiences: tuple[str, ...]
+    allowed_emails: frozenset[str]
+    issuers: tuple[str, ...]
+    certs_url: str
+    clock_skew: int
+    emulator: bool
+
+
+def q_cluster() -> dict[str, Any]:
+    value = getattr(settings, "Q_CLUSTER", None)
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            "settings.Q_CLUSTER is not set.",
+            check_id="django_q_cloudtasks.E001",
+            hint=f'Set Q_CLUSTER = {{"name": "myproject", "broker_class": "{BROKER_CLASS}", '
+            '"cloud_tasks": {...}}.',
+        )
+    return dict(value)
+
+
+def main_cluster_name() -> str:
+    conf = q_cluster()
+    return str(conf.get("cluster_name") or conf.get("name") or "default")
+
+
+def cluster_names() -> list[str]:
+    """The main cluster and every ``ALT_CLUSTERS`` entry."""
+    alt = q_cluster().get("ALT_CLUSTERS") or {}
+    return [main_cluster_name(), *(name for name in alt if name != main_cluster_name())]
+
+
+def is_emulator(cloud_tasks: Mapping[str, Any]) -> bool:
+    return bool(cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV))
+
+
+@functools.cache
+def queue_settings(cluster: str | None = None) -> QueueSettings:
+    """Settings of one cluster (default: the main one); cached until Q_CLUSTER changes."""
+    main = q_cluster()
+    name = cluster or main_cluster_name()
+    cloud_tasks = _cloud_tasks_dict(main, "Q_CLUSTER")
+    merged_q = dict(main)
+    if name != main_cluster_name():
+        alt = (main.get("ALT_CLUSTERS") or {}).get(name) or {}
+        alt_cloud_tasks = _cloud_tasks_dict(alt, f'Q_CLUSTER["ALT_CLUSTERS"]["{name}"]', alt=True)
+        merged_q.update({k: v for k, v in alt.items() if k != "cloud_tasks"})
+        cloud_tasks = {k: v for k, v in cloud_tasks.items() if k != "queue"} | alt_cloud_tasks
+    return _build_queue_settings(name, cloud_tasks, merged_q)
+
+
+@functools.cache
+def receiver_settings() -> ReceiverSettings:
+    """Endpoint settings, with the audiences and e-mails of every cluster accepted."""
+    cloud_tasks = _cloud_tasks_dict(q_cluster(), "Q_CLUSTER")
+    emulator = is_emulator(cloud_tasks)
+    verify = cloud_tasks.get("verify_token", not emulator)
+    if not isinstance(verify, bool):
+        raise _invalid("verify_token", "must be True or False")
+    clusters = [queue_settings(name) for name in cluster_names()]
+    emails = _string_list(cloud_tasks, "allowed_emails") or [
+        c.service_account_email for c in clusters if c.service_account_email
+    ]
+    if verify and not emails:
+        raise ConfigurationError(
+            "Token verification is on, but no e-mail is allowed to call the receiver.",
+            check_id="django_q_cloudtasks.E006",
+            hint='Set Q_CLUSTER["cloud_tasks"]["service_account_email"] to the service account '
+            "Cloud Tasks signs its requests as (or list them in allowed_emails).",
+        )
+    clock_skew = cloud_tasks.get("clock_skew", 10)
+    if (
+        not isinstance(clock_skew, int)
+        or isinstance(clock_skew, bool)
+        or not 0 <= clock_skew <= 300
+    ):
+        raise _invalid("clock_skew", "must be a whole number of seconds from 0 to 300")
+    certs_url = cloud_tasks.get("certs_url", GOOGLE_CERTS_URL)
+    if not isinstance(certs_url, str) or urlsplit(certs_url).scheme not in ("http", "https"):
+        raise _invalid("certs_url", "must be an http(s) URL")
+    return ReceiverSettings(
+        verify_token=verify,
+        audiences=tuple(dict.fromkeys(c.audience for c in clusters)),
+        allowed_emails=frozenset(emails),
+        issuers=tuple(_string_list(cloud_tasks, "issuers") or GOOGLE_ISSUERS),
+        certs_url=certs_url,
+        clock_skew=clock_skew,
+        emulator=emulator,
+    )
+
+
+def configuration_errors() -> Iterator[ConfigurationError]:
+    """Every problem in the settings, one per cluster and one for the endpoint."""
+    try:
+        names = cluster_names()
+    except ConfigurationError as error:
+        yield error
+        return
+    for name in names:
+        try:
+            queue_settings(name)
+        except ConfigurationError as error:
+            yield error
+    try:
+        receiver_settings()
+    except ConfigurationError as error:
+        yield error
+
+
+@receiver(setting_changed)
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("Q_CLUSTER", "ROOT_URLCONF"):
+        queue_settings.cache_clear()
+        receiver_settings.cache_clear()
+
+
+def _cloud_tasks_dict(conf: Mapping[str, Any], where: str, *, alt: bool = False) -> dict[str, Any]:
+    value = conf.get("cloud_tasks", {} if alt else None)
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f'{where}["cloud_tasks"] is missing or not a dict.',
+            check_id="django_q_cloudtasks.E001",
+            hint='Add "cloud_tasks": {"project": ..., "location": ..., "url": ..., '
+            '"service_account_email": ...}; see the README, section Configure.',
+        )
+    allowed = QUEUE_KEYS if alt else QUEUE_KEYS | ENDPOINT_KEYS
+    for key in value:
+        if key not in allowed:
+            if alt and key in ENDPOINT_KEYS:
+                raise ConfigurationError(
+                    f'{where}["cloud_tasks"]["{key}"] applies to the receiver endpoint, '
+                    "which all clusters share.",
+                    check_id="django_q_cloudtasks.E010",
+                    hint='Set it in Q_CLUSTER["cloud_tasks"] instead.',
+                )
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            raise ConfigurationError(
+                f'Unknown key {key!r} in {where}["cloud_tasks"].',
+                check_id="django_q_cloudtasks.E002",
+                hint=f"Did you mean {close[0]!r}?"
+                if close
+                else f"Known keys: {', '.join(sorted(allowed))}.",
+            )
+    return dict(value)
+
+
+def _build_queue_settings(
+    cluster: str, cloud_tasks: dict[str, Any], q: dict[str, Any]
+) -> QueueSettings:
+    emulator_host = cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV) or None
+    project = (
+        cloud_tasks.get("project")
+        or environment.detect_project()
+        or ("local" if emulator_host else None)
+    )
+    location = (
+        cloud_tasks.get("location")
+        or environment.detect_location()
+        or ("local" if emulator_host else None)
+    )
+    for key, value, pattern in (
+        ("project", project, PROJECT_ID),
+        ("location", location, LOCATION_ID),
+    ):
+        if not value:
+            raise ConfigurationError(
+                f'Q_CLUSTER["cloud_tasks"]["{key}"] is not set and could not be detected '
+                "(detection works on Cloud Run and App Engine).",
+                check_id="django_q_cloudtasks.E003",
+                hint=f'Set Q_CLUSTER["cloud_tasks"]["{key}"].',
+            )
+        if not isinstance(value, str) or not pattern.match(value):
+            raise _invalid(key, f"is not a valid Cloud Tasks {key} id: {value!r}")
+
+    queue = cloud_tasks.get("queue") or cluster
+    if not isinstance(queue, str) or not QUEUE_ID.match(queue):
+        raise ConfigurationError(
+            f"Cloud Tasks queue name {queue!r} (cluster {cluster!r}) is invalid.",
+            check_id="django_q_cloudtasks.E004",
+            hint="A queue id has 1 to 100 letters, digits or hyphens: set "
+            'Q_CLUSTER["cloud_tasks"]["queue"], or rename the cluster.',
+        )
+
+    url = cloud_tasks.get("url") or _detect_receiver_url()
+    if not url:
+        raise ConfigurationError(
+            'Q_CLUSTER["cloud_tasks"]["url"] is not set and could not be detected.',
+            check_id="django_q_cloudtasks.E005",
+            hint="Set it to the public URL where the receiver is mounted, "
+            'e.g. "https://app.example.com/_tasks/".',
+        )
+    _check_url("url", url, https=not emulator_host)
+    audience = cloud_tasks.get("audience") or _origin(url)
+    _check_url("audience", audience, https=False)
+
+    email = cloud_tasks.get("service_account_email") or None
+    if email is not None and (not isinstance(email, str) or "@" not in email):
+        raise _invalid("service_account_email", f"is not an e-mail address: {email!r}")
+
+    timeout = q.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
+        raise ConfigurationError(
+            f'Q_CLUSTER["timeout"] must be a positive number of seconds, not {timeout!r}.',
+            check_id="django_q_cloudtasks.E009",
+        )
+    max_attempts = q.get("max_attempts", 0)
+    if not isinstance(max_attempts, int) or max_attempts < 0:
+        raise ConfigurationError(
+            f'Q_CLUSTER["max_attempts"] must be 0 (no limit) or more, not {max_attempts!r}.',
+            check_id="django_q_cloudtasks.E009",
+        )
+
+    deadline = cloud_tasks.get("dispatch_deadline")
+    if deadline is not None and (
+        not isinstance(deadline, int)
+        or not MIN_DISPATCH_DEADLINE <= deadline <= MAX_DISPATCH_DEADLINE
+    ):
+        raise ConfigurationError(
+            f"dispatch_deadline {deadline!r} is out of Cloud Tasks' range.",
+            check_id="django_q_cloudtasks.E007",
+            hint=f"Use a whole number of seconds from {MIN_DISPATCH_DEADLINE} to {MAX_DISPATCH_DEADLINE}.",
+        )
+    if timeout is not None and timeout + DISPATCH_MARGIN > (deadline or MAX_DISPATCH_DEADLINE):
+        raise ConfigurationError(
+            f"Cluster {cluster!r} has timeout {timeout} s, but Cloud Tasks waits at most "
+            f"{deadline or MAX_DISPATCH_DEADLINE} s for an answer.",
+            check_id="django_q_cloudtasks.E007",
+            hint=f"Lower the timeout to {(deadline or MAX_DISPATCH_DEADLINE) - DISPATCH_MARGIN} s "
+            "or less (the receiver needs a margin to save the result), or raise dispatch_deadline.",
+        )
+
+    enqueue_timeout = cloud_tasks.get("enqueue_timeout", 30)
+    if (
+        not isinstance(enqueue_timeout, int | float)
+        or isinstance(enqueue_timeout, bool)
+        or enqueue_timeout <= 0
+    ):
+        raise _invalid("enqueue_timeout", "must be a positive number of seconds")
+
+    return QueueSettings(
+        cluster=cluster,
+        project=project,
+        location=location,
+        queue=queue,
+        url=url,
+        audience=audience,
+        service_account_email=email,
+        emulator_host=emulator_host,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        ack_failures=bool(q.get("ack_failures", False)),
+        dispatch_deadline=deadline,
+        enqueue_timeout=float(enqueue_timeout),
+    )
+
+
+def receiver_path() -> str | None:
+    """The path the receiver is mounted at, or None when the URLconf does not include it."""
+    try:
+        return reverse(RECEIVER_URL_NAME)
+    except NoReverseMatch:
+        return None
+
+
+def _detect_receiver_url() -> str | None:
+    root, path = environment.detect_service_url(), receiver_path()
+    return root + path if root and path else None
+
+
+def _check_url(key: str, url: object, *, https: bool) -> None:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f'Q_CLUSTER["cloud_tasks"]["{key}"] must be an absolute http(s) URL, not {url!r}.',
+            check_id="django_q_cloudtasks.E005",
+        )
+    if https and parts.scheme != "https":
+        raise ConfigurationError(
+            f'Q_CLUSTER["cloud_tasks"]["{key}"] must use https: {url!r}.',
+            check_id="django_q_cloudtasks.E005",
+            hint="Cloud Tasks attaches OIDC tokens to https targets only. "
+            "Plain http is accepted in emulator mode.",
+        )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _string_list(cloud_tasks: Mapping[str, Any], key: str) -> list[str]:
+    value = cloud_tasks.get(key) or []
+    if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+        raise _invalid(key, "must be a list of strings")
+    return list(value)
+
+
+def _invalid(key: str, problem: str) -> ConfigurationError:
+    return ConfigurationError(
+        f'Q_CLUSTER["cloud_tasks"]["{key}"] {problem}.', check_id="django_q_cloudtasks.E011"
+    )

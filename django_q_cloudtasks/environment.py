@@ -1,0 +1,60 @@
+"""Where the app runs: what Cloud Run, App Engine and the metadata server tell about it.
+
+Used only to fill in settings the user left out. Off Google Cloud nothing here makes a
+network call, so ``manage.py check`` on a laptop stays fast.
+"""
+
+import functools
+import os
+import urllib.error
+import urllib.request
+
+METADATA_TIMEOUT_SECONDS = 2.0
+
+
+def on_google_cloud() -> bool:
+    """True on Cloud Run, App Engine, or wherever a metadata server is named explicitly."""
+    return any(os.environ.get(name) for name in ("K_SERVICE", "GAE_SERVICE", "GCE_METADATA_HOST"))
+
+
+@functools.cache
+def metadata(path: str) -> str | None:
+    """One value of the metadata server (``project/project-id``...), or None when unreachable."""
+    if not on_google_cloud():
+        return None
+    host = os.environ.get("GCE_METADATA_HOST", "metadata.google.internal")
+    request = urllib.request.Request(
+        f"http://{host}/computeMetadata/v1/{path}", headers={"Metadata-Flavor": "Google"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=METADATA_TIMEOUT_SECONDS) as response:
+            return str(response.read().decode().strip())
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def detect_project() -> str | None:
+    return (
+        os.environ.get("GOOGLE_CLOUD_PROJECT")
+        or os.environ.get("GCLOUD_PROJECT")
+        or metadata("project/project-id")
+    )
+
+
+def detect_location() -> str | None:
+    region = metadata("instance/region")  # "projects/NUMBER/regions/REGION"
+    return region.rsplit("/", 1)[-1] if region else None
+
+
+def detect_service_url() -> str | None:
+    """The HTTPS root of this Cloud Run service or App Engine app, without a path."""
+    if service := os.environ.get("K_SERVICE"):
+        number, region = metadata("project/numeric-project-id"), detect_location()
+        if number and region:
+            return f"https://{service}-{number}.{region}.run.app"
+    elif service := os.environ.get("GAE_SERVICE"):
+        project = detect_project()
+        if project:
+            prefix = "" if service == "default" else f"{service}-dot-"
+            return f"https://{prefix}{project}.appspot.com"
+    return None

@@ -1,0 +1,143 @@
+"""The execution side: run one delivered task with django-q's own worker and monitor.
+
+``django_q.worker.worker`` and ``django_q.monitor.monitor`` loop over anything with
+``get`` and ``put``. Handing them a one-task mailbox runs exactly that task inside the
+request, with everything django-q does around it: the pre_execute and post_execute
+signals, the timeout, hooks, chains, groups, cached results and the Success or Failure
+row. The receipt around the run keeps a task from running twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from .conf import QueueSettings, queue_settings
+from .models import Claim, Receipt
+
+# How long a claim outlives the dispatch deadline before another delivery may take over.
+LEASE_GRACE = timedelta(seconds=60)
+
+
+class Verdict(enum.Enum):
+    SUCCEEDED = "succeeded"  # done: Cloud Tasks forgets the task
+    FAILED = "failed"  # done: no attempts left, or failures are acknowledged
+    RETRY = "retry"  # failed: Cloud Tasks should deliver it again
+    DUPLICATE = "duplicate"  # it had already finished: nothing ran
+    BUSY = "busy"  # another delivery is running it: nothing ran
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    task_id: str
+    cluster: str
+    attempt: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.verdict in (Verdict.SUCCEEDED, Verdict.FAILED, Verdict.DUPLICATE)
+
+
+class _Mailbox:
+    """The queue django-q's loops read from and write to; "STOP" when empty."""
+
+    def __init__(self, *items: Any) -> None:
+        self.items = list(items)
+
+    def get(self) -> Any:
+        return self.items.pop(0) if self.items else "STOP"
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+
+class _Timer:
+    """Stands in for the cluster's shared-memory timer; nothing watches it here."""
+
+    value = -1
+
+    def get_lock(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+
+def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
+    """Run a decoded django-q task once, unless it already ran or is running elsewhere.
+
+    ``previous_attempts`` is Cloud Tasks' retry count, the attempt number of results
+    that leave no row (cached tasks).
+    """
+    queue = queue_settings(task.get("cluster"))
+    task["cluster"] = queue.cluster  # the Task row records the cluster that ran it
+    task_id = task["id"]
+    lease = timedelta(seconds=queue.deadline_for(task.get("timeout", queue.timeout))) + LEASE_GRACE
+
+    claim = Receipt.objects.claim(task_id, queue.cluster, lease)
+    if claim is Claim.BUSY:
+        return Outcome(Verdict.BUSY, task_id, queue.cluster)
+    if claim is Claim.DONE or (claim is Claim.RESUMED and _succeeded_before(task_id)):
+        Receipt.objects.finish(task_id)
+        return Outcome(Verdict.DUPLICATE, task_id, queue.cluster)
+
+    with _released_on_error(task_id):
+        _run(task, queue)
+        outcome = _judge(task, queue, previous_attempts)
+    if outcome.done:
+        Receipt.objects.finish(task_id)
+    else:
+        Receipt.objects.release(task_id)
+    return outcome
+
+
+def _run(task: dict[str, Any], queue: QueueSettings) -> None:
+    from django_q.monitor import monitor
+    from django_q.worker import worker
+
+    from .broker import CloudTasksBroker
+
+    results = _Mailbox()
+    worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
+    # The worker puts the same dict it was given, now holding the result.
+    monitor(results, broker=CloudTasksBroker(queue.cluster))
+
+
+def _judge(task: dict[str, Any], queue: QueueSettings, previous_attempts: int) -> Outcome:
+    """Whether Cloud Tasks is done with the task, from the result django-q just stored."""
+    from django_q.conf import Conf
+    from django_q.models import Task
+
+    task_id, success = task["id"], bool(task["success"])
+    saved = not task.get("cached") and (not success or task.get("save", Conf.SAVE_LIMIT >= 0))
+    row = Task.objects.filter(id=task_id).values_list("success", "attempt_count").first()
+    if saved and (row is None or row[0] != success):
+        # django-q logs and swallows errors while saving: without the row, the result
+        # would be lost, so ask for the task again.
+        return Outcome(Verdict.RETRY, task_id, queue.cluster)
+    attempt = row[1] if saved and row else previous_attempts + 1
+    if success:
+        return Outcome(Verdict.SUCCEEDED, task_id, queue.cluster, attempt)
+    out_of_attempts = 0 < queue.max_attempts <= attempt
+    if task.get("ack_failure") or queue.ack_failures or out_of_attempts:
+        return Outcome(Verdict.FAILED, task_id, queue.cluster, attempt)
+    return Outcome(Verdict.RETRY, task_id, queue.cluster, attempt)
+
+
+def _succeeded_before(task_id: str) -> bool:
+    """A delivery that died after saving its Success row must not run the task again."""
+    from django_q.models import Success
+
+    return Success.objects.filter(id=task_id).exists()
+
+
+@contextlib.contextmanager
+def _released_on_error(task_id: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the database may be what failed
+            Receipt.objects.release(task_id)
+        raise

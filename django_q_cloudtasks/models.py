@@ -1,0 +1,102 @@
+"""Receipts: which django-q tasks a receiver has taken, so that none runs twice.
+
+Cloud Tasks delivers at least once: the same task can arrive again after it succeeded,
+or twice at the same moment. Before running a task the receiver claims its receipt; the
+database's primary key makes that claim atomic across processes and machines.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from datetime import timedelta
+
+from django.db import IntegrityError, models, router, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+# Cloud Tasks keeps a task at most 31 days: no duplicate of an older one can arrive.
+RECEIPT_RETENTION = timedelta(days=32)
+# Each finished task deletes expired receipts with this probability.
+PRUNE_PROBABILITY = 0.002
+
+
+class Claim(enum.Enum):
+    """What a receiver may do with a task it has just been handed."""
+
+    RUN = "run"  # no one else runs it: go ahead
+    RESUMED = "resumed"  # an earlier delivery failed or died: run it, unless its result was saved
+    DONE = "done"  # it already finished: answer 2xx and run nothing
+    BUSY = "busy"  # another delivery is running it now: ask Cloud Tasks to come back later
+
+
+class ReceiptManager(models.Manager["Receipt"]):
+    def claim(self, task_id: str, cluster: str, lease: timedelta) -> Claim:
+        now = timezone.now()
+        try:
+            with transaction.atomic(using=router.db_for_write(Receipt)):
+                self.create(
+                    task_id=task_id,
+                    cluster=cluster,
+                    state=Receipt.State.RUNNING,
+                    lease_until=now + lease,
+                    updated=now,
+                )
+            return Claim.RUN
+        except IntegrityError:
+            pass
+        # A failed delivery leaves RETRY; a dead one leaves RUNNING with its lease run out.
+        resumed = (
+            self.filter(task_id=task_id)
+            .filter(
+                Q(state=Receipt.State.RETRY) | Q(state=Receipt.State.RUNNING, lease_until__lt=now)
+            )
+            .update(
+                state=Receipt.State.RUNNING,
+                lease_until=now + lease,
+                deliveries=models.F("deliveries") + 1,
+                updated=now,
+            )
+        )
+        if resumed:
+            return Claim.RESUMED
+        state = self.filter(task_id=task_id).values_list("state", flat=True).first()
+        return Claim.DONE if state == Receipt.State.DONE else Claim.BUSY
+
+    def finish(self, task_id: str) -> None:
+        self.filter(task_id=task_id).update(state=Receipt.State.DONE, updated=timezone.now())
+        if random.random() < PRUNE_PROBABILITY:
+            self.prune()
+
+    def release(self, task_id: str) -> None:
+        """Let the next delivery of this task run it again."""
+        self.filter(task_id=task_id).update(state=Receipt.State.RETRY, updated=timezone.now())
+
+    def prune(self) -> int:
+        """Delete receipts of tasks that finished longer ago than Cloud Tasks keeps tasks."""
+        deleted, _ = self.filter(
+            state=Receipt.State.DONE, updated__lt=timezone.now() - RECEIPT_RETENTION
+        ).delete()
+        return deleted
+
+
+class Receipt(models.Model):
+    class State(models.TextChoices):
+        RUNNING = "running"
+        RETRY = "retry"
+        DONE = "done"
+
+    task_id = models.CharField(primary_key=True, max_length=100)
+    cluster = models.CharField(max_length=100)
+    state = models.CharField(max_length=10, choices=State.choices)
+    lease_until = models.DateTimeField()
+    deliveries = models.PositiveIntegerField(default=1)
+    updated = models.DateTimeField(db_index=True)
+
+    objects = ReceiptManager()
+
+    class Meta:
+        verbose_name = "task receipt"
+
+    def __str__(self) -> str:
+        return f"{self.task_id} ({self.state})"

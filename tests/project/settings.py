@@ -1,0 +1,76 @@
+"""Settings of the project the tests run, in-process and as a live server.
+
+Environment:
+  DJQ_TEST_DB        sqlite (default) or postgres (127.0.0.1:5432, trust auth)
+  DJQ_DB_NAME        the database a live server uses: the test database of the test run
+  DJQ_RECEIVER_URL   where Cloud Tasks delivers: the live server's receiver URL
+  CLOUD_TASKS_EMULATOR_HOST  read by the package itself: emulator mode
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "tests-only-secret-key-do-not-use-elsewhere"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.project.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_q",
+    "django_q_cloudtasks",
+]
+MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+
+if os.environ.get("DJQ_TEST_DB", "sqlite") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("DJQ_DB_NAME", "test"),
+            "HOST": "127.0.0.1",
+            "PORT": 5432,
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "ATOMIC_REQUESTS": True,
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("DJQ_DB_NAME", str(BASE_DIR / "db.sqlite3")),
+            "ATOMIC_REQUESTS": True,
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+    if "DJQ_SQLITE_TEST_NAME" in os.environ:
+        DATABASES["default"]["TEST"] = {"NAME": os.environ["DJQ_SQLITE_TEST_NAME"]}
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+Q_CLUSTER = {
+    "name": "tests",
+    "broker_class": "django_q_cloudtasks.CloudTasksBroker",
+    "timeout": 20,
+    "max_attempts": 3,
+    "cloud_tasks": {
+        "project": "test-project",
+        "location": "europe-west1",
+        "url": os.environ.get("DJQ_RECEIVER_URL", "https://tasks.example.com/_tasks/"),
+        "service_account_email": "tasks@test-project.iam.gserviceaccount.com",
+        "enqueue_timeout": 10,
+    },
+    "ALT_CLUSTERS": {
+        "second": {"timeout": 10, "max_attempts": 2, "cloud_tasks": {"queue": "second-queue"}},
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_q_cloudtasks": {"handlers": ["console"], "level": "INFO"}},
+}
