@@ -95,5 +95,5 @@ def _describe(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _answer(status: int, **body: Any) -> JsonResponse:
-    return JsonResponse(body, status=status)
+def _answer(http_status: int, **body: Any) -> JsonResponse:
+    return JsonResponse(body, status=http_status)

@@ -8,6 +8,7 @@ Environment:
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -45,10 +46,10 @@ else:
             "NAME": os.environ.get("DJQ_DB_NAME", str(BASE_DIR / "db.sqlite3")),
             "ATOMIC_REQUESTS": True,
             "OPTIONS": {"timeout": 20},
+            # A file, not memory: the live server the end-to-end tests start shares it.
+            "TEST": {"NAME": str(Path(tempfile.gettempdir()) / f"djq-tests-{os.getpid()}.sqlite3")},
         }
     }
-    if "DJQ_SQLITE_TEST_NAME" in os.environ:
-        DATABASES["default"]["TEST"] = {"NAME": os.environ["DJQ_SQLITE_TEST_NAME"]}
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

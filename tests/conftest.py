@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from django_q_cloudtasks.auth import certificates
+from django_q_cloudtasks.broker import CONTENT_TYPE
+from tests.support.packages import sign
+from tests.support.tokens import CertsServer, SigningKey
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey.generate("test-key-1")
+
+
+@pytest.fixture(scope="session")
+def certs_server(signing_key: SigningKey) -> Iterator[CertsServer]:
+    server = CertsServer([signing_key]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def configure(settings: Any) -> Callable[..., None]:
+    """Change keys of Q_CLUSTER["cloud_tasks"] (or, with ``q_cluster=``, of Q_CLUSTER) for one test."""
+
+    def change(q_cluster: dict[str, Any] | None = None, **cloud_tasks: Any) -> None:
+        value = copy.deepcopy(settings.Q_CLUSTER)
+        value.update(q_cluster or {})
+        value["cloud_tasks"].update(cloud_tasks)
+        settings.Q_CLUSTER = value
+
+    return change
+
+
+@pytest.fixture
+def verifying(configure: Callable[..., None], certs_server: CertsServer) -> CertsServer:
+    """The receiver verifies tokens against the test's certificate endpoint."""
+    configure(certs_url=certs_server.url, verify_token=True)
+    certificates.clear()
+    return certs_server
+
+
+@pytest.fixture
+def deliver(client: Client, signing_key: SigningKey, verifying: CertsServer) -> Callable[..., Any]:
+    """POST a task to the receiver as Cloud Tasks would: a valid token, the retry count."""
+
+    def post(task: dict[str, Any] | bytes, *, token: str | None = "valid", retries: int = 0) -> Any:
+        headers = {"X-CloudTasks-TaskRetryCount": str(retries)}
+        if token == "valid":
+            token = signing_key.token()
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        body = sign(task) if isinstance(task, dict) else task
+        return client.post("/_tasks/", data=body, content_type=CONTENT_TYPE, headers=headers)
+
+    return post
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {condition}")
+        time.sleep(interval)

@@ -1,0 +1,73 @@
+"""async_task() through a real Cloud Tasks emulator and HTTP delivery to a live server.
+
+No qcluster runs: every result below was produced by the receiver view under gunicorn.
+"""
+
+import time
+from pathlib import Path
+
+import pytest
+from django_q.models import Failure, Task
+from django_q.tasks import async_chain, async_task, fetch, result, result_group
+
+from django_q_cloudtasks.client import get_client
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_async_task_becomes_a_success_row(e2e):
+    task_id = async_task("math.copysign", 2, -2)
+    assert result(task_id, wait=20_000) == -2.0
+    task = fetch(task_id)
+    assert (task.success, task.attempt_count, task.cluster) == (True, 1, "tests")
+
+
+def test_a_failing_task_is_retried_until_max_attempts_then_left_alone(e2e, tmp_path):
+    trace = tmp_path / "runs"
+    task_id = async_task("tests.project.tasks.count_and_fail", str(trace))
+    failure = wait_for(lambda: Failure.objects.filter(id=task_id, attempt_count=3).first())
+    assert "this task always fails" in failure.result
+    time.sleep(2)  # the emulator retries within 0.1 s: a fourth delivery would show by now
+    assert trace.read_text() == "xxx"
+    assert Task.objects.get(id=task_id).attempt_count == 3
+
+
+def test_a_hook_is_called_with_the_result(e2e, tmp_path):
+    hook_file = tmp_path / "hook"
+    task_id = async_task(
+        "tests.project.tasks.echo",
+        42,
+        hook_path=str(hook_file),
+        hook="tests.project.tasks.record_hook",
+    )
+    assert result(task_id, wait=20_000) == 42
+    wait_for(hook_file.exists)
+    assert hook_file.read_text() == "tests.project.tasks.echo=42"
+
+
+def test_a_chain_of_three_runs_in_order(e2e, tmp_path):
+    trace = str(tmp_path / "chain")
+    async_chain([("tests.project.tasks.append", (trace, letter)) for letter in "abc"])
+    wait_for(lambda: Path(trace).exists() and len(Path(trace).read_text()) == 3)
+    assert Path(trace).read_text() == "abc"
+
+
+def test_a_group_of_five_is_collected(e2e):
+    for number in range(5):
+        async_task("math.sqrt", number * number, group="squares")
+    assert sorted(result_group("squares", count=5, wait=20_000)) == [0, 1, 2, 3, 4]
+
+
+def test_a_task_for_a_second_cluster_lands_in_the_second_queue(e2e):
+    client = get_client(e2e["emulator_host"])
+    second = "projects/test-project/locations/europe-west1/queues/second-queue"
+    client.pause_queue(name=second)
+    try:
+        task_id = async_task("math.copysign", 5, -1, cluster="second")
+        queued = [task.name.rsplit("/", 1)[-1] for task in client.list_tasks(parent=second)]
+        assert queued == [task_id]
+    finally:
+        client.resume_queue(name=second)
+    assert result(task_id, wait=20_000) == -5.0
+    assert fetch(task_id).cluster == "second"

@@ -1,0 +1,111 @@
+"""OIDC ID tokens as Cloud Tasks makes them, signed with a key made for the test run,
+and the certificate endpoint that publishes that key, served over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from google.auth import crypt, jwt
+
+SERVICE_ACCOUNT = "tasks@test-project.iam.gserviceaccount.com"
+AUDIENCE = "https://tasks.example.com"
+ISSUER = "https://accounts.google.com"
+
+
+@dataclass
+class SigningKey:
+    kid: str
+    private_pem: bytes
+    certificate_pem: bytes
+
+    @classmethod
+    def generate(cls, kid: str) -> SigningKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        return cls(
+            kid=kid,
+            private_pem=key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM),
+        )
+
+    def token(self, **claims: Any) -> str:
+        """A token like Cloud Tasks sends; keyword arguments replace claims (None drops one)."""
+        now = int(time.time())
+        payload = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "email": SERVICE_ACCOUNT,
+            "email_verified": True,
+            "sub": "1234567890",
+            "iat": now,
+            "exp": now + 3600,
+        }
+        payload.update(claims)
+        payload = {k: v for k, v in payload.items() if v is not None}
+        signer = crypt.RSASigner.from_string(self.private_pem, key_id=self.kid)
+        return jwt.encode(signer, payload).decode()
+
+
+@dataclass
+class CertsServer:
+    """Serves ``{kid: certificate PEM}`` like Google's v1 certs endpoint, and counts fetches."""
+
+    keys: list[SigningKey]
+    fetches: int = 0
+    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_port}/oauth2/v1/certs"
+
+    def start(self) -> CertsServer:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.fetches += 1
+                body = json.dumps({k.kid: k.certificate_pem.decode() for k in owner.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Cache-Control", "public, max-age=3600")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,0 +1,102 @@
+"""Only requests with a valid Google-signed OIDC token for an allowed account get in.
+
+Tokens are signed with a key made for the run and verified by google-auth against a
+certificate endpoint served on loopback. Every refused request runs nothing.
+"""
+
+import time
+from pathlib import Path
+
+import pytest
+from django_q.models import Task
+
+from tests.support.packages import make_task
+from tests.support.tokens import SigningKey
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def traced_task(tmp_path: Path) -> dict:
+    return make_task("tests.project.tasks.append", str(tmp_path / "ran"), "x")
+
+
+def ran(task: dict) -> bool:
+    return Path(task["args"][0]).exists() or Task.objects.filter(id=task["id"]).exists()
+
+
+def test_a_valid_token_runs_the_task(deliver, traced_task):
+    response = deliver(traced_task)
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "succeeded"
+    assert ran(traced_task)
+
+
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [
+        pytest.param(
+            {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, 401, id="expired"
+        ),
+        pytest.param(
+            {"iat": int(time.time()) + 3600, "exp": int(time.time()) + 7200},
+            401,
+            id="issued-in-the-future",
+        ),
+        pytest.param({"aud": "https://evil.example.com"}, 401, id="wrong-audience"),
+        pytest.param({"iss": "https://evil.example.com"}, 401, id="wrong-issuer"),
+        pytest.param(
+            {"email": "intruder@evil.iam.gserviceaccount.com"}, 403, id="email-not-allowed"
+        ),
+        pytest.param({"email_verified": False}, 403, id="email-unverified"),
+        pytest.param({"email_verified": None}, 403, id="email-verified-missing"),
+        pytest.param({"email": None}, 403, id="email-missing"),
+    ],
+)
+def test_a_token_with_bad_claims_is_refused(deliver, signing_key, traced_task, claims, status):
+    response = deliver(traced_task, token=signing_key.token(**claims))
+    assert response.status_code == status, response.content
+    assert not ran(traced_task)
+
+
+def test_a_missing_token_is_refused(deliver, traced_task):
+    response = deliver(traced_task, token=None)
+    assert response.status_code == 401
+    assert not ran(traced_task)
+
+
+def test_a_tampered_signature_is_refused(deliver, signing_key, traced_task):
+    header, payload, signature = signing_key.token().split(".")
+    flipped = signature[:-6] + ("AAAAAA" if signature[-6:] != "AAAAAA" else "BBBBBB")
+    response = deliver(traced_task, token=f"{header}.{payload}.{flipped}")
+    assert response.status_code == 401
+    assert not ran(traced_task)
+
+
+def test_a_token_signed_by_another_key_is_refused(deliver, traced_task):
+    stranger = SigningKey.generate("test-key-1")  # same key id, different key
+    response = deliver(traced_task, token=stranger.token())
+    assert response.status_code == 401
+    assert not ran(traced_task)
+
+
+@pytest.mark.parametrize("token", ["", "not-a-jwt", "a.b.c", "Basic abc"])
+def test_garbage_tokens_are_refused(deliver, traced_task, token):
+    response = deliver(traced_task, token=token)
+    assert response.status_code == 401
+    assert not ran(traced_task)
+
+
+def test_certificates_are_fetched_once_then_cached(deliver, verifying, tmp_path):
+    before = verifying.fetches
+    for index in range(3):
+        deliver(make_task("tests.project.tasks.append", str(tmp_path / "ran"), str(index)))
+    assert verifying.fetches - before == 1
+    assert (tmp_path / "ran").read_text() == "012"
+
+
+def test_allowed_emails_replace_the_service_account(deliver, configure, signing_key, traced_task):
+    configure(allowed_emails=["other@test-project.iam.gserviceaccount.com"])
+    assert deliver(traced_task).status_code == 403
+    other = signing_key.token(email="other@test-project.iam.gserviceaccount.com")
+    assert deliver(traced_task, token=other).status_code == 200

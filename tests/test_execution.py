@@ -1,0 +1,178 @@
+"""Running a delivered task with django-q's own worker and monitor, exactly once."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+from django_q.models import Failure, Success, Task
+from django_q.signals import post_execute, pre_execute
+from django_q.signing import SignedPackage
+
+from django_q_cloudtasks.models import Receipt
+from tests.support.packages import make_task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    return tmp_path / "trace"
+
+
+def runs(trace: Path) -> int:
+    return len(trace.read_text()) if trace.exists() else 0
+
+
+def test_a_success_is_saved_and_answered_200(deliver):
+    task = make_task("math.copysign", 2, -2)
+    response = deliver(task)
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "succeeded",
+        "task": task["id"],
+        "cluster": "tests",
+        "attempt": 1,
+    }
+    saved = Success.objects.get(id=task["id"])
+    assert (saved.result, saved.attempt_count, saved.cluster) == (-2.0, 1, "tests")
+
+
+def test_a_task_delivered_again_after_it_succeeded_does_not_run_again(deliver, trace):
+    task = make_task("tests.project.tasks.append", str(trace), "x")
+    assert deliver(task).json()["status"] == "succeeded"
+    again = deliver(task)
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    assert runs(trace) == 1
+    assert Receipt.objects.get(task_id=task["id"]).state == Receipt.State.DONE
+
+
+def test_a_task_running_in_another_delivery_is_not_run_and_gets_409(deliver, trace):
+    task = make_task("tests.project.tasks.append", str(trace), "x")
+    Receipt.objects.create(
+        task_id=task["id"],
+        cluster="tests",
+        state=Receipt.State.RUNNING,
+        lease_until=timezone.now() + timedelta(minutes=5),
+        updated=timezone.now(),
+    )
+    response = deliver(task)
+    assert (response.status_code, response.json()["status"]) == (409, "busy")
+    assert runs(trace) == 0
+
+
+def test_a_delivery_that_died_is_taken_over_once_its_lease_runs_out(deliver, trace):
+    task = make_task("tests.project.tasks.append", str(trace), "x")
+    Receipt.objects.create(
+        task_id=task["id"],
+        cluster="tests",
+        state=Receipt.State.RUNNING,
+        lease_until=timezone.now() - timedelta(seconds=1),
+        updated=timezone.now(),
+    )
+    assert deliver(task).json()["status"] == "succeeded"
+    assert runs(trace) == 1
+    assert Receipt.objects.get(task_id=task["id"]).deliveries == 2
+
+
+def test_a_delivery_that_died_after_saving_its_success_does_not_run_again(deliver, trace):
+    task = make_task("tests.project.tasks.append", str(trace), "x")
+    assert deliver(task).status_code == 200
+    # As if the process had died after saving the result, before marking its receipt.
+    Receipt.objects.filter(task_id=task["id"]).update(
+        state=Receipt.State.RUNNING, lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert deliver(task).json()["status"] == "duplicate"
+    assert runs(trace) == 1
+
+
+def test_a_failure_asks_for_a_retry_until_max_attempts(deliver, trace):
+    task = make_task("tests.project.tasks.count_and_fail", str(trace))
+    statuses = [deliver(task, retries=n).status_code for n in range(3)]
+    assert statuses == [500, 500, 200]  # max_attempts is 3 in the test settings
+    failure = Failure.objects.get(id=task["id"])
+    assert failure.attempt_count == 3
+    assert "this task always fails" in failure.result
+    assert runs(trace) == 3
+    assert deliver(task, retries=3).json()["status"] == "duplicate"
+    assert runs(trace) == 3
+
+
+def test_ack_failure_stops_retries_after_the_first_failure(deliver, trace):
+    task = make_task("tests.project.tasks.count_and_fail", str(trace), ack_failure=True)
+    response = deliver(task)
+    assert (response.status_code, response.json()["status"]) == (200, "failed")
+    assert Failure.objects.get(id=task["id"]).attempt_count == 1
+
+
+def test_a_second_cluster_uses_its_own_max_attempts(deliver, trace):
+    task = make_task("tests.project.tasks.count_and_fail", str(trace), cluster="second")
+    statuses = [deliver(task, retries=n).status_code for n in range(2)]
+    assert statuses == [500, 200]  # ALT_CLUSTERS["second"]["max_attempts"] is 2
+    assert Failure.objects.get(id=task["id"]).cluster == "second"
+
+
+def test_save_false_stores_nothing_yet_runs_once(deliver, trace):
+    task = make_task("tests.project.tasks.append", str(trace), "x", save=False)
+    assert deliver(task).json()["status"] == "succeeded"
+    assert not Task.objects.filter(id=task["id"]).exists()
+    assert deliver(task).json()["status"] == "duplicate"
+    assert runs(trace) == 1
+
+
+def test_cached_results_go_to_the_cache(deliver):
+    task = make_task("math.copysign", 3, -1, cached=60)
+    assert deliver(task).json()["status"] == "succeeded"
+    stored = SignedPackage.loads(cache.get(f"tests:{task['id']}"))
+    assert stored["result"] == -3.0
+    assert not Task.objects.filter(id=task["id"]).exists()
+
+
+def test_a_cached_failure_counts_attempts_from_cloud_tasks(deliver, trace):
+    task = make_task("tests.project.tasks.count_and_fail", str(trace), cached=60)
+    assert deliver(task, retries=0).status_code == 500
+    assert deliver(task, retries=2).status_code == 200  # third attempt of 3
+
+
+def test_django_q_signals_and_hooks_fire(deliver, tmp_path):
+    seen = []
+
+    def on_pre(sender, func, task, **kwargs):
+        seen.append(("pre", task["id"]))
+
+    def on_post(sender, task, **kwargs):
+        seen.append(("post", task["id"], task["success"]))
+
+    pre_execute.connect(on_pre, weak=False)
+    post_execute.connect(on_post, weak=False)
+    hook_file = tmp_path / "hook"
+    task = make_task(
+        "tests.project.tasks.echo",
+        42,
+        kwargs={"hook_path": str(hook_file)},
+        hook="tests.project.tasks.record_hook",
+    )
+    try:
+        assert deliver(task).status_code == 200
+    finally:
+        pre_execute.disconnect(on_pre)
+        post_execute.disconnect(on_post)
+    assert seen == [("pre", task["id"]), ("post", task["id"], True)]
+    assert hook_file.read_text() == "tests.project.tasks.echo=42"
+
+
+def test_the_timeout_is_enforced_in_the_main_thread(deliver):
+    task = make_task("tests.project.tasks.sleep", 10, timeout=1, ack_failure=True)
+    response = deliver(task)
+    assert response.json()["status"] == "failed"
+    assert "exceeded maximum timeout" in Failure.objects.get(id=task["id"]).result
+
+
+def test_a_result_that_could_not_be_saved_is_retried(deliver, trace, monkeypatch):
+    # What django-q's save_task does when the database fails: log, swallow, store nothing.
+    monkeypatch.setattr("django_q.monitor.save_task", lambda task, broker: None)
+    task = make_task("tests.project.tasks.append", str(trace), "x")
+    response = deliver(task)
+    assert (response.status_code, response.json()["status"]) == (500, "retry")
+    assert Receipt.objects.get(task_id=task["id"]).state == Receipt.State.RETRY
