@@ -119,7 +119,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         try:
             get_client(qs.emulator_host).create_task(
                 parent=qs.queue_path,
-                task=cloud_task,
+                task=cloud_task,  # type: ignore[arg-type]  # proto-plus takes a dict as well
                 retry=policy,
                 timeout=min(10.0, qs.enqueue_timeout),
             )

@@ -64,9 +64,14 @@ def _check_receiver_mounted() -> list[CheckMessage]:
             hint='Make the path of Q_CLUSTER["cloud_tasks"]["url"] match the URLconf.',
             id="django_q_cloudtasks.W003",
         )
-        for queue in map(conf.queue_settings, conf.cluster_names())
+        for queue in _first_cluster_per_url()
         if urlsplit(queue.url).path.rstrip("/") != mounted.rstrip("/")
     ]
+
+
+def _first_cluster_per_url() -> list[conf.QueueSettings]:
+    clusters = map(conf.queue_settings, conf.cluster_names())
+    return list({queue.url: queue for queue in reversed(list(clusters))}.values())
 
 
 def _check_verification() -> list[CheckMessage]:

@@ -8,6 +8,7 @@ must not cross a fork.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -40,22 +41,16 @@ def _cached(version: str, emulator_host: str | None) -> Any:
 
 
 def _make(version: str, emulator_host: str | None) -> Any:
-    if version == "v2":
-        from google.cloud import tasks_v2 as api
-        from google.cloud.tasks_v2.services.cloud_tasks.transports import (
-            CloudTasksGrpcTransport as Transport,
-        )
-    else:
-        from google.cloud import tasks_v2beta3 as api  # type: ignore[no-redef]
-        from google.cloud.tasks_v2beta3.services.cloud_tasks.transports import (  # type: ignore[no-redef]
-            CloudTasksGrpcTransport as Transport,
-        )
+    api = importlib.import_module(f"google.cloud.tasks_{version}")
     if emulator_host is None:
         return api.CloudTasksClient()
     import grpc
 
+    transports = importlib.import_module(
+        f"google.cloud.tasks_{version}.services.cloud_tasks.transports"
+    )
     channel = grpc.insecure_channel(emulator_host)
-    return api.CloudTasksClient(transport=Transport(channel=channel))
+    return api.CloudTasksClient(transport=transports.CloudTasksGrpcTransport(channel=channel))
 
 
 def _forget_after_fork() -> None:

@@ -17,7 +17,7 @@ import difflib
 import functools
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -195,22 +195,22 @@ def receiver_settings() -> ReceiverSettings:
     )
 
 
-def configuration_errors() -> Iterator[ConfigurationError]:
-    """Every problem in the settings, one per cluster and one for the endpoint."""
-    try:
-        names = cluster_names()
-    except ConfigurationError as error:
-        yield error
-        return
-    for name in names:
+def configuration_errors() -> list[ConfigurationError]:
+    """Every distinct problem in the settings: each cluster's, then the endpoint's."""
+    errors: dict[str, ConfigurationError] = {}
+
+    def collect(load: Callable[[], object]) -> None:
         try:
-            queue_settings(name)
+            load()
         except ConfigurationError as error:
-            yield error
-    try:
-        receiver_settings()
-    except ConfigurationError as error:
-        yield error
+            errors.setdefault(str(error), error)
+
+    collect(cluster_names)
+    if not errors:
+        for name in cluster_names():
+            collect(functools.partial(queue_settings, name))
+        collect(receiver_settings)
+    return list(errors.values())
 
 
 @receiver(setting_changed)
@@ -254,29 +254,18 @@ def _build_queue_settings(
     cluster: str, cloud_tasks: dict[str, Any], q: dict[str, Any]
 ) -> QueueSettings:
     emulator_host = cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV) or None
-    project = (
-        cloud_tasks.get("project")
-        or environment.detect_project()
-        or ("local" if emulator_host else None)
+    project = _required_id(
+        "project",
+        cloud_tasks.get("project") or environment.detect_project(),
+        PROJECT_ID,
+        emulator_host,
     )
-    location = (
-        cloud_tasks.get("location")
-        or environment.detect_location()
-        or ("local" if emulator_host else None)
+    location = _required_id(
+        "location",
+        cloud_tasks.get("location") or environment.detect_location(),
+        LOCATION_ID,
+        emulator_host,
     )
-    for key, value, pattern in (
-        ("project", project, PROJECT_ID),
-        ("location", location, LOCATION_ID),
-    ):
-        if not value:
-            raise ConfigurationError(
-                f'Q_CLUSTER["cloud_tasks"]["{key}"] is not set and could not be detected '
-                "(detection works on Cloud Run and App Engine).",
-                check_id="django_q_cloudtasks.E003",
-                hint=f'Set Q_CLUSTER["cloud_tasks"]["{key}"].',
-            )
-        if not isinstance(value, str) or not pattern.match(value):
-            raise _invalid(key, f"is not a valid Cloud Tasks {key} id: {value!r}")
 
     queue = cloud_tasks.get("queue") or cluster
     if not isinstance(queue, str) or not QUEUE_ID.match(queue):
@@ -358,6 +347,23 @@ def _build_queue_settings(
         dispatch_deadline=deadline,
         enqueue_timeout=float(enqueue_timeout),
     )
+
+
+def _required_id(
+    key: str, value: object, pattern: re.Pattern[str], emulator_host: str | None
+) -> str:
+    if not value and emulator_host:
+        return "local"
+    if not value:
+        raise ConfigurationError(
+            f'Q_CLUSTER["cloud_tasks"]["{key}"] is not set and could not be detected '
+            "(detection works on Cloud Run and App Engine).",
+            check_id="django_q_cloudtasks.E003",
+            hint=f'Set Q_CLUSTER["cloud_tasks"]["{key}"].',
+        )
+    if not isinstance(value, str) or not pattern.match(value):
+        raise _invalid(key, f"is not a valid Cloud Tasks {key} id: {value!r}")
+    return value
 
 
 def receiver_path() -> str | None:

@@ -130,7 +130,7 @@ def _succeeded_before(task_id: str) -> bool:
     """A delivery that died after saving its Success row must not run the task again."""
     from django_q.models import Success
 
-    return Success.objects.filter(id=task_id).exists()
+    return bool(Success.objects.filter(id=task_id).exists())
 
 
 @contextlib.contextmanager

@@ -1,0 +1,46 @@
+"""Sessions: ``nox`` runs tests, lint and typecheck; ``nox -s tests`` the test matrix.
+
+The matrix runs for the interpreters this machine has, each against SQLite and
+PostgreSQL (127.0.0.1:5432, database ``test``, trust auth).
+"""
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.error_on_missing_interpreters = False
+nox.options.reuse_existing_virtualenvs = True
+
+# (python, Django, django-q2): Django 6.x needs Python 3.12 or later.
+MATRIX = [
+    ("3.11", "5.2", "1.11"),
+    ("3.11", "5.2", "1.8"),
+    ("3.12", "6.0", "1.11"),
+    ("3.13", "6.1", "1.11"),
+]
+TEST_DEPENDENCIES = ["pytest", "pytest-django", "gunicorn", "psycopg[binary]", "cryptography"]
+DATABASES = ["sqlite", "postgres"]
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django", "django_q2"),
+    MATRIX,
+    ids=[f"py{py}-django{dj}-q{q}" for py, dj, q in MATRIX],
+)
+def tests(session: nox.Session, django: str, django_q2: str) -> None:
+    session.install(".", f"django~={django}.0", f"django-q2~={django_q2}.0", *TEST_DEPENDENCIES)
+    for database in DATABASES:
+        session.run("pytest", *session.posargs, env={"DJQ_TEST_DB": database})
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    session.install(".", "mypy", "django-stubs", *TEST_DEPENDENCIES)
+    session.run("mypy")

@@ -1,0 +1,149 @@
+"""Settings: read once, inherited by ALT_CLUSTERS, detected on Cloud Run, refused when wrong."""
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from django_q_cloudtasks import environment
+from django_q_cloudtasks.conf import queue_settings, receiver_settings
+from django_q_cloudtasks.exceptions import ConfigurationError
+
+
+def test_the_main_cluster_uses_its_name_as_queue():
+    main = queue_settings()
+    assert (main.cluster, main.queue_path) == (
+        "tests",
+        "projects/test-project/locations/europe-west1/queues/tests",
+    )
+    assert main.audience == "https://tasks.example.com"
+
+
+def test_an_alt_cluster_inherits_everything_but_the_queue():
+    second = queue_settings("second")
+    assert second.queue == "second-queue"
+    assert (second.project, second.url, second.service_account_email) == (
+        "test-project",
+        "https://tasks.example.com/_tasks/",
+        "tasks@test-project.iam.gserviceaccount.com",
+    )
+    assert (second.timeout, second.max_attempts) == (10, 2)
+
+
+def test_an_unnamed_cluster_gets_a_queue_of_its_name():
+    assert queue_settings("reports").queue == "reports"
+
+
+@pytest.mark.parametrize(
+    ("timeout", "deadline"), [(None, 600), (1, 16), (0, 15), (20, 35), (2000, 1800)]
+)
+def test_the_dispatch_deadline_follows_the_timeout(timeout, deadline):
+    assert queue_settings().deadline_for(timeout) == deadline
+
+
+def test_emulator_mode_fills_in_project_and_location_and_turns_verification_off(configure):
+    configure(
+        project=None,
+        location=None,
+        emulator_host="127.0.0.1:8123",
+        url="http://127.0.0.1:8000/_tasks/",
+    )
+    settings = queue_settings()
+    assert (settings.project, settings.location) == ("local", "local")
+    assert receiver_settings().verify_token is False
+
+
+@pytest.mark.parametrize(
+    ("change", "check_id", "words"),
+    [
+        ({"serivce_account_email": "x@y"}, "E002", "Did you mean 'service_account_email'?"),
+        ({"project": None}, "E003", "could not be detected"),
+        ({"queue": "bad name!"}, "E004", "invalid"),
+        ({"url": "http://app.example.com/_tasks/"}, "E005", "must use https"),
+        ({"url": "/_tasks/"}, "E005", "absolute"),
+        ({"dispatch_deadline": 5}, "E007", "out of Cloud Tasks' range"),
+        ({"dispatch_deadline": 20}, "E007", "timeout 20 s"),
+        ({"service_account_email": "not-an-email"}, "E011", "not an e-mail"),
+        ({"enqueue_timeout": 0}, "E011", "positive"),
+    ],
+)
+def test_a_wrong_setting_raises_a_clear_error(configure, change, check_id, words):
+    configure(**change)
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings()
+    assert raised.value.check_id == f"django_q_cloudtasks.{check_id}"
+    assert words in str(raised.value)
+
+
+def test_a_timeout_beyond_what_cloud_tasks_waits_is_refused(configure):
+    configure(q_cluster={"timeout": 1790})
+    with pytest.raises(ConfigurationError, match="Lower the timeout to 1785 s"):
+        queue_settings()
+
+
+def test_endpoint_keys_belong_to_the_main_cluster(configure, settings):
+    configure(q_cluster={"ALT_CLUSTERS": {"second": {"cloud_tasks": {"verify_token": False}}}})
+    with pytest.raises(ConfigurationError, match="applies to the receiver endpoint") as raised:
+        queue_settings("second")
+    assert raised.value.check_id == "django_q_cloudtasks.E010"
+
+
+def test_verification_needs_someone_allowed_to_call(configure):
+    configure(service_account_email=None)
+    with pytest.raises(ConfigurationError) as raised:
+        receiver_settings()
+    assert raised.value.check_id == "django_q_cloudtasks.E006"
+
+
+@pytest.fixture
+def cloud_run(monkeypatch) -> Iterator[list[str]]:
+    """A metadata server on loopback, and the environment Cloud Run sets."""
+    asked: list[str] = []
+    answers = {
+        "/computeMetadata/v1/project/project-id": "detected-project",
+        "/computeMetadata/v1/project/numeric-project-id": "123456789",
+        "/computeMetadata/v1/instance/region": "projects/123456789/regions/europe-west4",
+    }
+
+    class Metadata(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if self.headers.get("Metadata-Flavor") != "Google" or self.path not in answers:
+                self.send_error(404)
+                return
+            body = answers[self.path].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("K_SERVICE", "shop")
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    environment.metadata.cache_clear()
+    yield asked
+    environment.metadata.cache_clear()
+    server.shutdown()
+    server.server_close()
+
+
+def test_project_location_and_url_are_detected_on_cloud_run(configure, cloud_run):
+    configure(project=None, location=None, url=None)
+    settings = queue_settings()
+    assert (settings.project, settings.location) == ("detected-project", "europe-west4")
+    assert settings.url == "https://shop-123456789.europe-west4.run.app/_tasks/"
+    assert settings.audience == "https://shop-123456789.europe-west4.run.app"
+
+
+def test_nothing_is_asked_off_google_cloud(configure, monkeypatch):
+    for name in ("K_SERVICE", "GAE_SERVICE", "GCE_METADATA_HOST", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    environment.metadata.cache_clear()
+    assert environment.detect_project() is None
+    assert environment.detect_service_url() is None
