@@ -199,10 +199,11 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         from google.api_core import exceptions
 
         try:
+            # A health check answers now: no retries.
             get_client(self.settings.emulator_host).get_queue(
-                name=self.settings.queue_path, timeout=10
+                name=self.settings.queue_path, retry=None, timeout=10
             )
-        except exceptions.GoogleAPICallError as error:
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
             logger.warning(
                 "Cloud Tasks queue %s is not reachable: %s", self.settings.queue_path, error
             )
@@ -254,7 +255,9 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         qs = self.settings
         try:
             queue = get_beta_client(qs.emulator_host).get_queue(
-                request={"name": qs.queue_path, "read_mask": {"paths": ["stats"]}}, timeout=10
+                request={"name": qs.queue_path, "read_mask": {"paths": ["stats"]}},
+                retry=None,
+                timeout=10,
             )
             return {
                 "tasks": queue.stats.tasks_count,
@@ -262,12 +265,14 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
             }
         except exceptions.MethodNotImplemented:
             pass  # an emulator without statistics: count the tasks instead
-        except exceptions.GoogleAPICallError as error:
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
             logger.warning("Could not read statistics of %s: %s", qs.queue_path, error)
             return None
         try:
-            pages = get_client(qs.emulator_host).list_tasks(parent=qs.queue_path, timeout=10)
+            pages = get_client(qs.emulator_host).list_tasks(
+                parent=qs.queue_path, retry=None, timeout=10
+            )
             return {"tasks": sum(1 for _ in pages), "running": None}  # type: ignore[dict-item]
-        except exceptions.GoogleAPICallError as error:
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
             logger.warning("Could not list the tasks of %s: %s", qs.queue_path, error)
             return None

@@ -65,7 +65,7 @@ def _check_receiver_mounted() -> list[CheckMessage]:
             id="django_q_cloudtasks.W003",
         )
         for queue in _first_cluster_per_url()
-        if urlsplit(queue.url).path.rstrip("/") != mounted.rstrip("/")
+        if urlsplit(queue.url).path != mounted  # a missing slash means a redirect, not a task
     ]
 
 

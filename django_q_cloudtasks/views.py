@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -36,6 +37,7 @@ class BadPackage(Exception):
     """The body is not a django-q package signed with this project's key."""
 
 
+@login_not_required  # Cloud Tasks authenticates with its token, not a session
 @csrf_exempt
 @require_POST
 @transaction.non_atomic_requests  # django-q manages its own connections and transactions

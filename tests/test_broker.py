@@ -145,6 +145,14 @@ def test_ping_and_info(cloud_tasks):
     assert broker.ping() is False
 
 
+def test_an_unreachable_service_fails_ping_and_has_no_size(configure):
+    configure(emulator_host="127.0.0.1:9")  # nothing listens on port 9
+    CloudTasksBroker._stats.clear()
+    broker = CloudTasksBroker()
+    assert broker.ping() is False
+    assert broker.queue_size() is None
+
+
 def test_dequeue_idles_and_says_why_once(monkeypatch, caplog):
     monkeypatch.setattr(broker_module, "IDLE_DEQUEUE_SECONDS", 0.05)
     CloudTasksBroker._warned_dequeue.clear()
