@@ -25,6 +25,17 @@ def runs(trace: Path) -> int:
     return len(trace.read_text()) if trace.exists() else 0
 
 
+def held_by_another_delivery(task: dict, lease_left: timedelta) -> None:
+    """A receipt as a delivery leaves it while running the task (or after dying in it)."""
+    Receipt.objects.create(
+        task_id=task["id"],
+        cluster="tests",
+        state=Receipt.State.RUNNING,
+        lease_until=timezone.now() + lease_left,
+        updated=timezone.now(),
+    )
+
+
 def test_a_success_is_saved_and_answered_200(deliver):
     task = make_task("math.copysign", 2, -2)
     response = deliver(task)
@@ -50,13 +61,7 @@ def test_a_task_delivered_again_after_it_succeeded_does_not_run_again(deliver, t
 
 def test_a_task_running_in_another_delivery_is_not_run_and_gets_409(deliver, trace):
     task = make_task("tests.project.tasks.append", str(trace), "x")
-    Receipt.objects.create(
-        task_id=task["id"],
-        cluster="tests",
-        state=Receipt.State.RUNNING,
-        lease_until=timezone.now() + timedelta(minutes=5),
-        updated=timezone.now(),
-    )
+    held_by_another_delivery(task, lease_left=timedelta(minutes=5))
     response = deliver(task)
     assert (response.status_code, response.json()["status"]) == (409, "busy")
     assert runs(trace) == 0
@@ -64,13 +69,7 @@ def test_a_task_running_in_another_delivery_is_not_run_and_gets_409(deliver, tra
 
 def test_a_delivery_that_died_is_taken_over_once_its_lease_runs_out(deliver, trace):
     task = make_task("tests.project.tasks.append", str(trace), "x")
-    Receipt.objects.create(
-        task_id=task["id"],
-        cluster="tests",
-        state=Receipt.State.RUNNING,
-        lease_until=timezone.now() - timedelta(seconds=1),
-        updated=timezone.now(),
-    )
+    held_by_another_delivery(task, lease_left=timedelta(seconds=-1))
     assert deliver(task).json()["status"] == "succeeded"
     assert runs(trace) == 1
     assert Receipt.objects.get(task_id=task["id"]).deliveries == 2
