@@ -17,7 +17,7 @@ MATRIX = [
     ("3.12", "6.0", "1.11"),
     ("3.13", "6.1", "1.11"),
 ]
-TEST_DEPENDENCIES = ["pytest", "pytest-django", "gunicorn", "psycopg[binary]", "cryptography"]
+TEST_DEPENDENCIES = ["pytest", "pytest-django", "gunicorn", "psycopg[binary]"]
 DATABASES = ["sqlite", "postgres"]
 
 
@@ -42,5 +42,5 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    session.install(".", "mypy", "django-stubs", *TEST_DEPENDENCIES)
+    session.install(".", "mypy", "django-stubs", "types-protobuf", *TEST_DEPENDENCIES)
     session.run("mypy")

@@ -63,6 +63,7 @@ ENDPOINT_KEYS = frozenset({"verify_token", "allowed_emails", "issuers", "certs_u
 
 QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 LOCATION_ID = re.compile(r"^[a-z0-9-]{1,63}$")
+EMULATOR_HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9:.-]{0,98}[a-z0-9]$|^[a-z0-9-]+$")
 
 
@@ -136,10 +137,6 @@ def cluster_names() -> list[str]:
     return [main_cluster_name(), *(name for name in alt if name != main_cluster_name())]
 
 
-def is_emulator(cloud_tasks: Mapping[str, Any]) -> bool:
-    return bool(cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV))
-
-
 @functools.cache
 def queue_settings(cluster: str | None = None) -> QueueSettings:
     """Settings of one cluster (default: the main one); cached until Q_CLUSTER changes."""
@@ -157,10 +154,13 @@ def queue_settings(cluster: str | None = None) -> QueueSettings:
 
 @functools.cache
 def receiver_settings() -> ReceiverSettings:
-    """Endpoint settings, with the audiences and e-mails of every cluster accepted."""
+    """Endpoint settings, with the audiences and e-mails of every cluster accepted.
+
+    In emulator mode the issuer and certificates default to the built-in emulator's, so
+    its tokens are verified exactly as Google's are in production.
+    """
     cloud_tasks = _cloud_tasks_dict(q_cluster(), "Q_CLUSTER")
-    emulator = is_emulator(cloud_tasks)
-    verify = cloud_tasks.get("verify_token", not emulator)
+    verify = cloud_tasks.get("verify_token", True)
     if not isinstance(verify, bool):
         raise _invalid("verify_token", "must be True or False")
     clusters = [queue_settings(name) for name in cluster_names()]
@@ -181,18 +181,34 @@ def receiver_settings() -> ReceiverSettings:
         or not 0 <= clock_skew <= 300
     ):
         raise _invalid("clock_skew", "must be a whole number of seconds from 0 to 300")
-    certs_url = cloud_tasks.get("certs_url", GOOGLE_CERTS_URL)
+    emulator_host = clusters[0].emulator_host
+    issuer, certs_url = (
+        emulator_identity(emulator_host) if emulator_host else (None, GOOGLE_CERTS_URL)
+    )
+    certs_url = cloud_tasks.get("certs_url", certs_url)
     if not isinstance(certs_url, str) or urlsplit(certs_url).scheme not in ("http", "https"):
         raise _invalid("certs_url", "must be an http(s) URL")
     return ReceiverSettings(
         verify_token=verify,
         audiences=tuple(dict.fromkeys(c.audience for c in clusters)),
         allowed_emails=frozenset(emails),
-        issuers=tuple(_string_list(cloud_tasks, "issuers") or GOOGLE_ISSUERS),
+        issuers=tuple(
+            _string_list(cloud_tasks, "issuers") or ([issuer] if issuer else GOOGLE_ISSUERS)
+        ),
         certs_url=certs_url,
         clock_skew=clock_skew,
-        emulator=emulator,
+        emulator=emulator_host is not None,
     )
+
+
+def emulator_identity(emulator_host: str) -> tuple[str, str]:
+    """The issuer and certificates URL of the built-in emulator at ``emulator_host``.
+
+    The emulator serves them over HTTP one port above its gRPC port.
+    """
+    host, _, port = emulator_host.rpartition(":")
+    origin = f"http://{host}:{int(port) + 1}"
+    return origin, f"{origin}/certs"
 
 
 def configuration_errors() -> list[ConfigurationError]:
@@ -254,6 +270,8 @@ def _build_queue_settings(
     cluster: str, cloud_tasks: dict[str, Any], q: dict[str, Any]
 ) -> QueueSettings:
     emulator_host = cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV) or None
+    if emulator_host is not None and not EMULATOR_HOST.match(str(emulator_host)):
+        raise _invalid("emulator_host", f"must be HOST:PORT, not {emulator_host!r}")
     project = _required_id(
         "project",
         cloud_tasks.get("project") or environment.detect_project(),
@@ -289,6 +307,8 @@ def _build_queue_settings(
     _check_url("audience", audience, https=False)
 
     email = cloud_tasks.get("service_account_email") or None
+    if email is None and emulator_host:
+        email = f"cloud-tasks@{project}.iam.gserviceaccount.com"  # the emulator signs as anyone
     if email is not None and (not isinstance(email, str) or "@" not in email):
         raise _invalid("service_account_email", f"is not an e-mail address: {email!r}")
 

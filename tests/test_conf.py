@@ -42,16 +42,22 @@ def test_the_dispatch_deadline_follows_the_timeout(timeout, deadline):
     assert queue_settings().deadline_for(timeout) == deadline
 
 
-def test_emulator_mode_fills_in_project_and_location_and_turns_verification_off(configure):
+def test_emulator_mode_fills_in_the_rest_and_verifies_the_emulators_tokens(configure):
     configure(
         project=None,
         location=None,
+        service_account_email=None,
         emulator_host="127.0.0.1:8123",
         url="http://127.0.0.1:8000/_tasks/",
     )
     settings = queue_settings()
     assert (settings.project, settings.location) == ("local", "local")
-    assert receiver_settings().verify_token is False
+    assert settings.service_account_email == "cloud-tasks@local.iam.gserviceaccount.com"
+    receiver = receiver_settings()
+    assert receiver.verify_token is True
+    assert receiver.certs_url == "http://127.0.0.1:8124/certs"
+    assert receiver.issuers == ("http://127.0.0.1:8124",)
+    assert receiver.allowed_emails == {"cloud-tasks@local.iam.gserviceaccount.com"}
 
 
 @pytest.mark.parametrize(
@@ -66,6 +72,7 @@ def test_emulator_mode_fills_in_project_and_location_and_turns_verification_off(
         ({"dispatch_deadline": 20}, "E007", "timeout 20 s"),
         ({"service_account_email": "not-an-email"}, "E011", "not an e-mail"),
         ({"enqueue_timeout": 0}, "E011", "positive"),
+        ({"emulator_host": "http://127.0.0.1:8123"}, "E011", "HOST:PORT"),
     ],
 )
 def test_a_wrong_setting_raises_a_clear_error(configure, change, check_id, words):

@@ -1,16 +1,16 @@
-"""A real Cloud Tasks emulator delivering over HTTP to a live Django server (gunicorn).
+"""Real Cloud Tasks emulators delivering over HTTP to a live Django server (gunicorn).
 
-The third-party ``gcloud-tasks-emulator`` pins protobuf<5, so it gets a virtualenv of its
-own under ``.cache/`` (or set DJQ_GCLOUD_TASKS_EMULATOR to its executable).
+Every end-to-end test runs twice: against the built-in emulator (``cloudtasks_emulator``),
+whose ID tokens the server verifies, and against the third-party ``gcloud-tasks-emulator``,
+which sends none. That one pins protobuf<5, so it gets a virtualenv of its own under
+``.cache/`` (or set DJQ_GCLOUD_TASKS_EMULATOR to its executable).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,35 +18,19 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from tests.support.ports import free_port, free_port_pair, wait_for_port
+
 ROOT = Path(__file__).resolve().parents[2]
-EMULATOR_VERSION = "0.6.2"
+THIRD_PARTY_VERSION = "0.6.2"
 QUEUES = ("tests", "second-queue")
 PARENT = "projects/test-project/locations/europe-west1/queues"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{process.args} did not listen on {port} within {timeout} s")
 
 
 @pytest.fixture(scope="session")
 def third_party_emulator_executable() -> Path:
     if explicit := os.environ.get("DJQ_GCLOUD_TASKS_EMULATOR"):
         return Path(explicit)
-    venv = ROOT / ".cache" / f"gcloud-tasks-emulator-{EMULATOR_VERSION}"
+    venv = ROOT / ".cache" / f"gcloud-tasks-emulator-{THIRD_PARTY_VERSION}"
     executable = venv / "bin" / "gcloud-tasks-emulator"
     if not executable.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
@@ -57,40 +41,63 @@ def third_party_emulator_executable() -> Path:
                 "pip",
                 "install",
                 "-q",
-                f"gcloud-tasks-emulator=={EMULATOR_VERSION}",
+                f"gcloud-tasks-emulator=={THIRD_PARTY_VERSION}",
             ],
             check=True,
         )
     return executable
 
 
-@pytest.fixture(scope="session")
+def _start_emulator(
+    kind: str, port: int, server_port: int, request: pytest.FixtureRequest, log: Path
+) -> subprocess.Popen[bytes]:
+    if kind == "built-in":
+        command: list[Any] = [
+            sys.executable,
+            "-m",
+            "django",
+            "cloudtasks_emulator",
+            f"127.0.0.1:{port}",
+        ]
+    else:
+        executable = request.getfixturevalue("third_party_emulator_executable")
+        command = [
+            executable,
+            "start",
+            f"--port={port}",
+            "--target-host=127.0.0.1",
+            f"--target-port={server_port}",
+            *(f"--default-queue={PARENT}/{queue}" for queue in QUEUES),
+        ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.project.settings",
+    }
+    return subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+
+
+@pytest.fixture(scope="session", params=["built-in", "gcloud-tasks-emulator"])
 def live_stack(
+    request: pytest.FixtureRequest,
     django_db_setup: Any,
     django_db_blocker: Any,
-    third_party_emulator_executable: Path,
     tmp_path_factory: Any,
 ) -> Iterator[dict[str, str]]:
-    """Start the emulator and a 2-worker gunicorn serving the test project on its test database."""
+    """Start an emulator and a 2-worker gunicorn serving the test project on its test database."""
     with django_db_blocker.unblock():
         database_name = str(connection.settings_dict["NAME"])
-    server_port, emulator_port = free_port(), free_port()
+    server_port, emulator_port = free_port(), free_port_pair()
     stack = {
+        "emulator": request.param,
         "emulator_host": f"127.0.0.1:{emulator_port}",
         "url": f"http://127.0.0.1:{server_port}/_tasks/",
     }
     logs = tmp_path_factory.mktemp("logs")
-    emulator = subprocess.Popen(
-        [
-            third_party_emulator_executable,
-            "start",
-            f"--port={emulator_port}",
-            "--target-host=127.0.0.1",
-            f"--target-port={server_port}",
-            *(f"--default-queue={PARENT}/{queue}" for queue in QUEUES),
-        ],
-        stdout=(logs / "emulator.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    emulator = _start_emulator(
+        request.param, emulator_port, server_port, request, logs / "emulator.log"
     )
     env = {
         **os.environ,
@@ -98,6 +105,7 @@ def live_stack(
         "DJANGO_SETTINGS_MODULE": "tests.project.settings",
         "DJQ_DB_NAME": database_name,
         "DJQ_RECEIVER_URL": stack["url"],
+        "DJQ_VERIFY_TOKEN": "1" if request.param == "built-in" else "0",
         "CLOUD_TASKS_EMULATOR_HOST": stack["emulator_host"],
     }
     server = subprocess.Popen(

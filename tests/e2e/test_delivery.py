@@ -10,8 +10,10 @@ import pytest
 from django_q.models import Failure, Task
 from django_q.tasks import async_chain, async_task, fetch, result, result_group
 
+from django_q_cloudtasks.broker import CONTENT_TYPE
 from django_q_cloudtasks.client import get_client
 from tests.conftest import wait_for
+from tests.support.packages import make_task, sign
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +73,30 @@ def test_a_task_for_a_second_cluster_lands_in_the_second_queue(e2e):
         client.resume_queue(name=second)
     assert result(task_id, wait=20_000) == -5.0
     assert fetch(task_id).cluster == "second"
+
+
+def test_the_server_refuses_a_token_for_an_account_it_does_not_allow(e2e, tmp_path):
+    if e2e["emulator"] != "built-in":
+        pytest.skip("only the built-in emulator signs ID tokens")
+    trace = tmp_path / "runs"
+    queue = "projects/test-project/locations/europe-west1/queues/tests"
+    client = get_client(e2e["emulator_host"])
+    task = client.create_task(
+        parent=queue,
+        task={
+            "http_request": {
+                "url": e2e["url"],
+                "headers": {"Content-Type": CONTENT_TYPE},
+                "body": sign(make_task("tests.project.tasks.append", str(trace), "x")),
+                "oidc_token": {
+                    "service_account_email": "intruder@elsewhere.iam.gserviceaccount.com",
+                    "audience": e2e["url"].rsplit("/_tasks/", 1)[0],
+                },
+            }
+        },
+    )
+    wait_for(lambda: client.get_task(name=task.name).dispatch_count)
+    attempt = client.get_task(name=task.name).last_attempt
+    assert attempt.response_status.code == 7  # PERMISSION_DENIED: the server answered 403
+    client.delete_task(name=task.name)
+    assert not trace.exists()

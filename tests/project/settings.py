@@ -4,6 +4,7 @@ Environment:
   DJQ_TEST_DB        sqlite (default) or postgres (127.0.0.1:5432, trust auth)
   DJQ_DB_NAME        the database a live server uses: the test database of the test run
   DJQ_RECEIVER_URL   where Cloud Tasks delivers: the live server's receiver URL
+  DJQ_VERIFY_TOKEN   0 for an emulator that sends no ID tokens (the third-party one)
   CLOUD_TASKS_EMULATOR_HOST  read by the package itself: emulator mode
 """
 
@@ -64,6 +65,7 @@ Q_CLUSTER = {
         "url": os.environ.get("DJQ_RECEIVER_URL", "https://tasks.example.com/_tasks/"),
         "service_account_email": "tasks@test-project.iam.gserviceaccount.com",
         "enqueue_timeout": 10,
+        **({"verify_token": False} if os.environ.get("DJQ_VERIFY_TOKEN") == "0" else {}),
     },
     "ALT_CLUSTERS": {
         "second": {"timeout": 10, "max_attempts": 2, "cloud_tasks": {"queue": "second-queue"}},

@@ -1,0 +1,130 @@
+"""Delivering tasks: one thread decides what is due, a pool of threads sends the requests.
+
+Each attempt is a real HTTP request carrying the headers Cloud Tasks sends (names and
+values as recorded from the real service), the task's own headers and body, and an OIDC
+token when the task asks for one. The request times out at the task's dispatch deadline.
+A 2xx answer deletes the task; anything else, or no answer, schedules a retry with the
+queue's backoff until its retry config gives up.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from .identity import Identity
+from .state import Attempt, Dispatch, Store
+
+logger = logging.getLogger("django_q_cloudtasks.emulator")
+
+USER_AGENT = "Google-Cloud-Tasks"
+# Set by the service; a task's own header of the same name is dropped.
+RESERVED_HEADERS = frozenset({"authorization", "user-agent", "host", "content-length"})
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class Dispatcher:
+    def __init__(self, store: Store, identity: Identity, *, max_workers: int = 64) -> None:
+        self.store = store
+        self.identity = identity
+        self.max_workers = max_workers
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="emulator-dispatch")
+        self._in_flight = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="emulator-dispatcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops dispatching; attempts under way finish or time out on their own."""
+        with self.store.lock:
+            self._stopping = True
+            self.store.changed.notify_all()
+        self._thread.join()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        with self.store.lock:
+            while not self._stopping:
+                if self._in_flight >= self.max_workers:
+                    self.store.changed.wait()
+                    continue
+                next_dispatch = self.store.next_dispatch()
+                if isinstance(next_dispatch, float | None):
+                    self.store.changed.wait(next_dispatch)
+                    continue
+                self._in_flight += 1
+                self._pool.submit(self._attempt, next_dispatch)
+
+    def _attempt(self, dispatch: Dispatch) -> None:
+        try:
+            attempt = self.send(dispatch)
+        except Exception as error:  # never lose the task to a bug in sending it
+            logger.exception("Dispatching %s failed", dispatch.task.name)
+            attempt = Attempt(dispatch.schedule_time, time.time(), time.time(), None, repr(error))
+        with self.store.lock:
+            self._in_flight -= 1
+            self.store.finish(dispatch, attempt)
+        task = dispatch.task
+        duration = (attempt.response_time or attempt.dispatch_time) - attempt.dispatch_time
+        outcome = str(attempt.http_status) if attempt.http_status else attempt.error
+        logger.info(
+            "%s %s -> %s in %.0f ms (task %s, queue %s, attempt %d)",
+            task.http_method,
+            task.url,
+            outcome,
+            duration * 1000,
+            task.task_id,
+            dispatch.queue_id,
+            dispatch.retry_count + 1,
+        )
+
+    def headers(self, dispatch: Dispatch) -> dict[str, str]:
+        """The request headers of one attempt, as Cloud Tasks sends them."""
+        task = dispatch.task
+        headers = {k: v for k, v in task.headers.items() if k.lower() not in RESERVED_HEADERS}
+        headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-cloudtasks-")}
+        headers["User-Agent"] = USER_AGENT
+        headers["X-CloudTasks-QueueName"] = dispatch.queue_id
+        headers["X-CloudTasks-TaskName"] = task.task_id
+        headers["X-CloudTasks-TaskRetryCount"] = str(dispatch.retry_count)
+        headers["X-CloudTasks-TaskExecutionCount"] = str(dispatch.execution_count)
+        headers["X-CloudTasks-TaskETA"] = f"{dispatch.schedule_time:.6f}"
+        if dispatch.previous_response is not None:
+            headers["X-CloudTasks-TaskPreviousResponse"] = str(dispatch.previous_response)
+            headers["X-CloudTasks-TaskRetryReason"] = ""  # always empty for HTTP targets
+        if task.oidc_email:
+            token = self.identity.token(task.oidc_email, task.oidc_audience or task.url)
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def send(self, dispatch: Dispatch) -> Attempt:
+        task = dispatch.task
+        url = urlsplit(task.url)
+        connection_class = (
+            http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        )
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        started = time.time()
+        attempt = Attempt(schedule_time=dispatch.schedule_time, dispatch_time=started)
+        connection = connection_class(url.netloc, timeout=task.dispatch_deadline)
+        try:
+            connection.request(
+                task.http_method, path, body=task.body, headers=self.headers(dispatch)
+            )
+            response = connection.getresponse()
+            response.read(MAX_RESPONSE_BYTES)
+            attempt.http_status = response.status
+        except TimeoutError:
+            attempt.error = f"DEADLINE_EXCEEDED after {task.dispatch_deadline:g} s"
+        except (OSError, http.client.HTTPException) as error:
+            attempt.error = f"UNAVAILABLE ({error.__class__.__name__}: {error})"
+        finally:
+            connection.close()
+        attempt.response_time = time.time()
+        return attempt

@@ -1,0 +1,97 @@
+"""The emulator as one object: gRPC API, dispatcher and certificate endpoint together."""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from ..conf import emulator_identity
+from .dispatcher import Dispatcher
+from .identity import CertificateServer, Identity
+from .journal import FileJournal
+from .service import handlers
+from .state import ApiError, QueueRecord, Store
+
+logger = logging.getLogger("django_q_cloudtasks.emulator")
+
+
+class Emulator:
+    """A local Cloud Tasks on ``host:port`` (gRPC), with certificates on ``port + 1``.
+
+    ``state_path`` keeps queues, tasks, recently used names and the signing key in a file,
+    so a restart loses nothing; without it, state lives in memory.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8123,
+        *,
+        state_path: Path | None = None,
+        max_workers: int = 64,
+        dedup_window: float = 3600.0,
+    ) -> None:
+        self.address = f"{host}:{port}"
+        self.issuer, self.certs_url = emulator_identity(self.address)
+        self.state_path = state_path
+        self._journal = FileJournal(state_path) if state_path else None
+        self.store = Store(self._journal, dedup_window=dedup_window)
+        if self._journal:
+            self._journal.open(self.store)
+        private_pem = self._journal.signing_key if self._journal else None
+        self.identity = Identity(self.issuer, private_pem)
+        if self._journal and private_pem is None:
+            self._journal.keep_signing_key(self.identity.private_pem)
+        self.dispatcher = Dispatcher(self.store, self.identity, max_workers=max_workers)
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="emulator-api")
+        )
+        self._grpc.add_generic_rpc_handlers(handlers(self.store))
+        if self._grpc.add_insecure_port(self.address) == 0:
+            raise OSError(f"Cannot listen on {self.address}: is another emulator running there?")
+        try:
+            self._certs = CertificateServer(self.identity, host, port + 1)
+        except OSError as error:
+            self._grpc.stop(None)
+            raise OSError(
+                f"Cannot serve certificates on {host}:{port + 1} ({error}); the emulator needs "
+                "the port after its own free."
+            ) from error
+
+    def ensure_queue(self, name: str) -> bool:
+        """Creates the queue ``name`` with Cloud Tasks' defaults; False if it exists."""
+        try:
+            self.store.create_queue(name.rsplit("/queues/", 1)[0], QueueRecord(name=name))
+        except ApiError as error:
+            if error.code == grpc.StatusCode.ALREADY_EXISTS:
+                return False
+            raise
+        return True
+
+    def start(self) -> Emulator:
+        self._certs.start()
+        self._grpc.start()
+        self.dispatcher.start()
+        return self
+
+    def stop(self) -> None:
+        self._grpc.stop(grace=0.25).wait()  # idle client connections hold it open until then
+        self.dispatcher.stop()
+        self._certs.stop()
+        if self._journal:
+            self._journal.close()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,342 @@
+"""The gRPC face of the emulator: Cloud Tasks v2, and v2beta3 for queue statistics.
+
+Requests and answers are the real API's protobuf messages, so the official client
+library talks to the emulator unchanged. This module only translates between those
+messages and the store's records; the rules live in ``state.py``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.cloud import tasks_v2, tasks_v2beta3
+from google.protobuf import empty_pb2
+
+from .state import ApiError, Attempt, QueueRecord, RateLimits, RetryConfig, Store, TaskRecord
+
+logger = logging.getLogger("django_q_cloudtasks.emulator")
+
+V2_SERVICE = "google.cloud.tasks.v2.CloudTasks"
+V2BETA3_SERVICE = "google.cloud.tasks.v2beta3.CloudTasks"
+DEFAULT_PAGE_SIZE = 1000
+
+# HTTP answers as the google.rpc codes that Task.last_attempt.response_status carries.
+HTTP_TO_RPC = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ABORTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+# The queue settings the emulator honours: mask path -> (record part, attribute, reader).
+QUEUE_FIELDS: dict[str, tuple[str, str, Callable[[Any], float]]] = {
+    "retry_config.max_attempts": ("retry", "max_attempts", lambda q: q.retry_config.max_attempts),
+    "retry_config.max_retry_duration": (
+        "retry",
+        "max_retry_duration",
+        lambda q: _seconds(q.retry_config.max_retry_duration),
+    ),
+    "retry_config.min_backoff": (
+        "retry",
+        "min_backoff",
+        lambda q: _seconds(q.retry_config.min_backoff),
+    ),
+    "retry_config.max_backoff": (
+        "retry",
+        "max_backoff",
+        lambda q: _seconds(q.retry_config.max_backoff),
+    ),
+    "retry_config.max_doublings": (
+        "retry",
+        "max_doublings",
+        lambda q: q.retry_config.max_doublings,
+    ),
+    "rate_limits.max_dispatches_per_second": (
+        "rate",
+        "max_dispatches_per_second",
+        lambda q: q.rate_limits.max_dispatches_per_second,
+    ),
+    "rate_limits.max_concurrent_dispatches": (
+        "rate",
+        "max_concurrent_dispatches",
+        lambda q: q.rate_limits.max_concurrent_dispatches,
+    ),
+}
+
+
+def handlers(store: Store) -> Sequence[grpc.GenericRpcHandler]:
+    """The generic gRPC handlers serving ``store`` as the v2 and v2beta3 APIs."""
+    v2 = tasks_v2
+    queue_reply = _queue_v2
+    methods = {
+        "CreateQueue": (v2.CreateQueueRequest, lambda r: queue_reply(_create_queue(store, r))),
+        "UpdateQueue": (v2.UpdateQueueRequest, lambda r: queue_reply(_update_queue(store, r))),
+        "GetQueue": (v2.GetQueueRequest, lambda r: queue_reply(store.get_queue(r.name))),
+        "ListQueues": (v2.ListQueuesRequest, lambda r: _list_queues(store, r, queue_reply, v2)),
+        "DeleteQueue": (v2.DeleteQueueRequest, lambda r: _deleted(store.delete_queue, r.name)),
+        "PurgeQueue": (v2.PurgeQueueRequest, lambda r: queue_reply(store.purge_queue(r.name))),
+        "PauseQueue": (v2.PauseQueueRequest, lambda r: queue_reply(_pause(store, r.name))),
+        "ResumeQueue": (v2.ResumeQueueRequest, lambda r: queue_reply(_resume(store, r.name))),
+        "CreateTask": (
+            v2.CreateTaskRequest,
+            lambda r: _task(_create_task(store, r), r.response_view),
+        ),
+        "GetTask": (v2.GetTaskRequest, lambda r: _task(store.get_task(r.name), r.response_view)),
+        "ListTasks": (v2.ListTasksRequest, lambda r: _list_tasks(store, r)),
+        "DeleteTask": (v2.DeleteTaskRequest, lambda r: _deleted(store.delete_task, r.name)),
+        "RunTask": (v2.RunTaskRequest, lambda r: _task(store.run_task(r.name), r.response_view)),
+    }
+    beta = tasks_v2beta3
+    beta_methods = {
+        "GetQueue": (
+            beta.GetQueueRequest,
+            lambda r: _queue_beta(store, store.get_queue(r.name), r),
+        ),
+        "ListQueues": (
+            beta.ListQueuesRequest,
+            lambda r: _list_queues(store, r, lambda q: _queue_beta(store, q, r), beta),
+        ),
+    }
+    return (
+        grpc.method_handlers_generic_handler(V2_SERVICE, _wrap_all(methods)),
+        grpc.method_handlers_generic_handler(V2BETA3_SERVICE, _wrap_all(beta_methods)),
+    )
+
+
+def _wrap_all(methods: dict[str, tuple[Any, Callable[[Any], Any]]]) -> dict[str, Any]:
+    return {name: _unary(name, request, call) for name, (request, call) in methods.items()}
+
+
+def _unary(name: str, request_type: Any, call: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
+    def respond(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return call(request)
+        except ApiError as error:
+            context.abort(error.code, error.message)
+        except Exception as error:
+            logger.exception("%s failed", name)
+            context.abort(grpc.StatusCode.INTERNAL, f"{name}: {error}")
+
+    return grpc.unary_unary_rpc_method_handler(
+        respond,
+        request_deserializer=request_type.deserialize,
+        response_serializer=_serialize,
+    )
+
+
+def _serialize(message: Any) -> bytes:
+    if isinstance(message, empty_pb2.Empty):
+        return message.SerializeToString()
+    return bytes(type(message).serialize(message))
+
+
+def _deleted(delete: Callable[[str], None], name: str) -> empty_pb2.Empty:
+    delete(name)
+    return empty_pb2.Empty()
+
+
+# Queues.
+
+
+def _create_queue(store: Store, request: tasks_v2.CreateQueueRequest) -> QueueRecord:
+    record = QueueRecord(name=request.queue.name)
+    _apply_queue_fields(record, request.queue, [])
+    return store.create_queue(request.parent, record)
+
+
+def _update_queue(store: Store, request: tasks_v2.UpdateQueueRequest) -> QueueRecord:
+    with store.lock:
+        try:
+            record = store.get_queue(request.queue.name)
+        except ApiError:
+            record = QueueRecord(name=request.queue.name)
+        _apply_queue_fields(record, request.queue, list(request.update_mask.paths))
+        return store.save_queue(record)
+
+
+def _apply_queue_fields(record: QueueRecord, queue: Any, paths: list[str]) -> None:
+    """Copies the retry and rate settings that ``paths`` name (all that are set when empty).
+
+    A zero means "unspecified", which Cloud Tasks replaces with its default.
+    """
+    if not paths:
+        paths = [field for field in ("retry_config", "rate_limits") if field in queue]
+    defaults = {"retry": RetryConfig(), "rate": RateLimits()}
+    for path, (part, attribute, read) in QUEUE_FIELDS.items():
+        if any(path == named or path.startswith(named + ".") for named in paths):
+            value = read(queue) or getattr(defaults[part], attribute)
+            setattr(getattr(record, part), attribute, value)
+
+
+def _pause(store: Store, name: str) -> QueueRecord:
+    return store.set_state(name, "PAUSED")
+
+
+def _resume(store: Store, name: str) -> QueueRecord:
+    return store.set_state(name, "RUNNING")
+
+
+def _list_queues(store: Store, request: Any, reply: Callable[[QueueRecord], Any], api: Any) -> Any:
+    queues, token = _page(store.list_queues(request.parent), request)
+    return api.ListQueuesResponse(queues=[reply(q) for q in queues], next_page_token=token)
+
+
+def _queue_fields(record: QueueRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "state": record.state,
+        "rate_limits": {
+            "max_dispatches_per_second": record.rate.max_dispatches_per_second,
+            "max_burst_size": record.rate.max_burst_size,
+            "max_concurrent_dispatches": record.rate.max_concurrent_dispatches,
+        },
+        "retry_config": {
+            "max_attempts": record.retry.max_attempts,
+            "max_retry_duration": datetime.timedelta(seconds=record.retry.max_retry_duration),
+            "min_backoff": datetime.timedelta(seconds=record.retry.min_backoff),
+            "max_backoff": datetime.timedelta(seconds=record.retry.max_backoff),
+            "max_doublings": record.retry.max_doublings,
+        },
+        "purge_time": _time(record.purge_time),
+    }
+
+
+def _queue_v2(record: QueueRecord) -> tasks_v2.Queue:
+    return tasks_v2.Queue(**_queue_fields(record))
+
+
+def _queue_beta(store: Store, record: QueueRecord, request: Any) -> tasks_v2beta3.Queue:
+    """A v2beta3 queue; statistics only when the read mask asks for them, as the API does."""
+    queue = tasks_v2beta3.Queue(**_queue_fields(record))
+    if "stats" in request.read_mask.paths:
+        stats = store.stats(record.name)
+        stats["oldest_estimated_arrival_time"] = _time(stats["oldest_estimated_arrival_time"])
+        queue.stats = tasks_v2beta3.QueueStats(**stats)
+    return queue
+
+
+# Tasks.
+
+
+def _create_task(store: Store, request: tasks_v2.CreateTaskRequest) -> TaskRecord:
+    task: Any = request.task  # proto-plus gives datetimes and timedeltas
+    if "app_engine_http_request" in task:
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "This emulator runs HTTP target tasks only (Task.http_request).",
+        )
+    http = task.http_request
+    if "oauth_token" in http:
+        raise ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "This emulator attaches OIDC tokens only (HttpRequest.oidc_token), not OAuth tokens.",
+        )
+    oidc = http.oidc_token if "oidc_token" in http else None
+    record = TaskRecord(
+        name=task.name,
+        url=http.url,
+        http_method=tasks_v2.HttpMethod(http.http_method or tasks_v2.HttpMethod.POST).name,
+        headers=dict(http.headers),
+        body=http.body,
+        oidc_email=oidc.service_account_email if oidc else None,
+        oidc_audience=(oidc.audience or None) if oidc else None,
+        schedule_time=task.schedule_time.timestamp() if task.schedule_time else 0.0,
+        dispatch_deadline=task.dispatch_deadline.total_seconds() or 600.0,
+    )
+    return store.create_task(request.parent, record, named=bool(task.name))
+
+
+def _list_tasks(store: Store, request: tasks_v2.ListTasksRequest) -> tasks_v2.ListTasksResponse:
+    tasks, token = _page(store.list_tasks(request.parent), request)
+    return tasks_v2.ListTasksResponse(
+        tasks=[_task(t, request.response_view) for t in tasks], next_page_token=token
+    )
+
+
+def _task(record: TaskRecord, view: int) -> tasks_v2.Task:
+    """A task as the API shows it; the BASIC view (the default) leaves out the body."""
+    full = view == tasks_v2.Task.View.FULL
+    http_request: dict[str, Any] = {
+        "url": record.url,
+        "http_method": record.http_method,
+        "headers": record.headers,
+        "body": record.body if full else b"",
+    }
+    if record.oidc_email:
+        http_request["oidc_token"] = {
+            "service_account_email": record.oidc_email,
+            "audience": record.oidc_audience or "",
+        }
+    return tasks_v2.Task(
+        name=record.name,
+        http_request=http_request,
+        schedule_time=_time(record.schedule_time),
+        create_time=_time(record.create_time),
+        dispatch_deadline=datetime.timedelta(seconds=record.dispatch_deadline),
+        dispatch_count=record.dispatch_count,
+        response_count=record.response_count,
+        first_attempt=_attempt(record.first_attempt, first=True),
+        last_attempt=_attempt(record.last_attempt, first=False),
+        view=tasks_v2.Task.View.FULL if full else tasks_v2.Task.View.BASIC,
+    )
+
+
+def _attempt(attempt: Attempt | None, *, first: bool) -> dict[str, Any] | None:
+    """An attempt as the API shows it: for HTTP tasks, the first one has its dispatch time only."""
+    if attempt is None:
+        return None
+    if first:
+        return {"dispatch_time": _time(attempt.dispatch_time)}
+    if attempt.http_status is None:
+        status = {"code": grpc.StatusCode.UNAVAILABLE.value[0], "message": attempt.error}
+    elif 200 <= attempt.http_status < 300:
+        status = {"code": 0}
+    else:
+        code = HTTP_TO_RPC.get(
+            attempt.http_status,
+            grpc.StatusCode.INTERNAL
+            if attempt.http_status >= 500
+            else grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        status = {"code": code.value[0], "message": f"HTTP status code {attempt.http_status}"}
+    return {
+        "schedule_time": _time(attempt.schedule_time),
+        "dispatch_time": _time(attempt.dispatch_time),
+        "response_time": _time(attempt.response_time),
+        "response_status": status,
+    }
+
+
+# Helpers.
+
+
+def _page(items: list[Any], request: Any) -> tuple[list[Any], str]:
+    """One page of ``items``; page tokens are offsets."""
+    try:
+        start = int(request.page_token or 0)
+    except ValueError:
+        raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "Invalid page token.") from None
+    size = request.page_size or DEFAULT_PAGE_SIZE
+    end = start + size
+    return items[start:end], str(end) if end < len(items) else ""
+
+
+def _time(epoch: float | None) -> datetime.datetime | None:
+    if epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+
+
+def _seconds(duration: datetime.timedelta | None) -> float:
+    return duration.total_seconds() if duration else 0.0

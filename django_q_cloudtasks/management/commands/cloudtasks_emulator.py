@@ -1,0 +1,127 @@
+"""``python manage.py cloudtasks_emulator``: a local Cloud Tasks for this project."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...conf import EMULATOR_ENV, cluster_names, queue_settings
+from ...exceptions import ConfigurationError
+
+DEFAULT_ADDRESS = "127.0.0.1:8123"
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a local Cloud Tasks emulator: the gRPC API on ADDRESS, ID-token certificates "
+        "one port above, and this project's queues created on start."
+    )
+    # It serves any project, even one whose settings are not finished yet.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "address",
+            nargs="?",
+            help=f"HOST:PORT to listen on (default: ${EMULATOR_ENV}, the emulator_host "
+            f"setting, or {DEFAULT_ADDRESS}).",
+        )
+        parser.add_argument(
+            "--state",
+            type=Path,
+            help="Keep queues and tasks in this file, so a restart loses nothing "
+            "(default: in memory).",
+        )
+        parser.add_argument(
+            "--queue",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="Also create this queue (projects/P/locations/L/queues/Q); repeatable.",
+        )
+        parser.add_argument(
+            "--max-workers",
+            type=int,
+            default=64,
+            help="Deliveries in flight at once, over all queues (default: 64).",
+        )
+        parser.add_argument(
+            "--dedup-window",
+            type=float,
+            default=3600.0,
+            help="Seconds a finished or deleted task's name stays taken (default: 3600).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from ...emulator import Emulator
+
+        address = options["address"] or self._configured_address() or DEFAULT_ADDRESS
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise CommandError(f"ADDRESS must be HOST:PORT, not {address!r}.")
+        # Read the settings as the project's server will, in emulator mode.
+        os.environ[EMULATOR_ENV] = address
+        queue_settings.cache_clear()
+        queues = self._settings_queues() + options["queue"]
+        self._log_deliveries(options["verbosity"])
+        try:
+            emulator = Emulator(
+                host,
+                int(port),
+                state_path=options["state"],
+                max_workers=options["max_workers"],
+                dedup_window=options["dedup_window"],
+            )
+        except OSError as error:
+            raise CommandError(str(error)) from error
+        created = [queue for queue in queues if emulator.ensure_queue(queue)]
+        emulator.start()
+        stopped = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        state = options["state"] or "in memory"
+        self.stdout.write(f"Cloud Tasks emulator on {emulator.address} (state: {state})")
+        self.stdout.write(f"  ID-token certificates: {emulator.certs_url}")
+        for queue in sorted(emulator.store.queues):
+            self.stdout.write(f"  queue {queue}{' (created)' if queue in created else ''}")
+        self.stdout.write(
+            f"Point Django at it with {EMULATOR_ENV}={emulator.address}. Quit with CONTROL-C."
+        )
+        try:
+            while not stopped.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            emulator.stop()
+            self.stdout.write("Emulator stopped.")
+
+    def _configured_address(self) -> str | None:
+        if os.environ.get(EMULATOR_ENV):
+            return os.environ[EMULATOR_ENV]
+        try:
+            return queue_settings().emulator_host
+        except ConfigurationError:
+            return None
+
+    def _settings_queues(self) -> list[str]:
+        """The queue of every configured cluster, when the settings name them."""
+        try:
+            return [queue_settings(name).queue_path for name in cluster_names()]
+        except ConfigurationError as error:
+            self.stderr.write(f"Not creating the project's queues: {error}")
+            return []
+
+    def _log_deliveries(self, verbosity: int) -> None:
+        emulator_logger = logging.getLogger("django_q_cloudtasks.emulator")
+        if verbosity > 0 and not emulator_logger.handlers:
+            handler = logging.StreamHandler(self.stdout)
+            handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
+            emulator_logger.addHandler(handler)
+            emulator_logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+            emulator_logger.propagate = False

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import tasks_v2
+
+from django_q_cloudtasks.client import get_client
+from django_q_cloudtasks.emulator import Emulator
+from tests.support.ports import free_port_pair
+from tests.support.target import Target
+
+# Recordings of the real service, kept beside the project in ../shared.
+GOLDEN = Path(
+    os.environ.get("DJQ_GOLDEN_DIR")
+    or Path(__file__).resolve().parents[3] / "shared" / "reference" / "cloud-tasks-golden"
+)
+PARENT = "projects/test-project/locations/europe-west1"
+QUEUE = f"{PARENT}/queues/work"
+
+
+def golden(name: str) -> list[dict[str, Any]]:
+    """Recordings of the real Cloud Tasks service."""
+    if not GOLDEN.is_dir():
+        raise FileNotFoundError(
+            f"The Cloud Tasks recordings are not at {GOLDEN}: set DJQ_GOLDEN_DIR to the "
+            "cloud-tasks-golden directory."
+        )
+    return json.loads((GOLDEN / name).read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[Emulator]:
+    """A fresh emulator with one empty queue, QUEUE, run with Cloud Tasks' defaults."""
+    with Emulator(port=free_port_pair(), dedup_window=600) as running:
+        running.ensure_queue(QUEUE)
+        yield running
+
+
+@pytest.fixture
+def api(emulator: Emulator) -> tasks_v2.CloudTasksClient:
+    """The official client library, talking gRPC to the emulator."""
+    return get_client(emulator.address)
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    server = Target().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def create(api: tasks_v2.CloudTasksClient, target: Target) -> Callable[..., tasks_v2.Task]:
+    """Create an HTTP task for ``target``; keywords set Task fields, ``queue`` the parent."""
+
+    def make(
+        task_id: str | None = None,
+        *,
+        queue: str = QUEUE,
+        delay: float | None = None,
+        **fields: Any,
+    ) -> tasks_v2.Task:
+        task: dict[str, Any] = {"http_request": {"url": target.url, "body": b"payload"}}
+        if task_id:
+            task["name"] = f"{queue}/tasks/{task_id}"
+        if delay is not None:
+            task["schedule_time"] = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+                seconds=delay
+            )
+        for key, value in fields.items():
+            if key == "http_request":
+                task["http_request"].update(value)
+            else:
+                task[key] = value
+        return api.create_task(parent=queue, task=task)
+
+    return make
+
+
+def set_retry(api: tasks_v2.CloudTasksClient, queue: str = QUEUE, **retry: Any) -> None:
+    api.update_queue(
+        queue={"name": queue, "retry_config": retry},
+        update_mask={"paths": [f"retry_config.{key}" for key in retry]},
+    )
