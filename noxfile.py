@@ -1,4 +1,5 @@
-"""Sessions: ``nox`` runs tests, lint and typecheck; ``nox -s tests`` the test matrix.
+"""Sessions: ``nox`` runs tests, lint and typecheck; ``nox -s tests`` the test matrix;
+``nox -s demo`` the example's demo, checking that every demo task ends as it should.
 
 The matrix runs for the interpreters this machine has, each against SQLite and
 PostgreSQL (127.0.0.1:5432, database ``test``, trust auth).
@@ -44,3 +45,9 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install(".", "mypy", "django-stubs", "types-protobuf", *TEST_DEPENDENCIES)
     session.run("mypy")
+
+
+@nox.session(python=False)
+def demo(session: nox.Session) -> None:
+    """The README's demo command, without a prompt: fails unless every task ends as expected."""
+    session.run("bash", "example/run", *(session.posargs or ["--check"]), external=True)

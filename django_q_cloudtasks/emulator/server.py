@@ -48,11 +48,17 @@ class Emulator:
             self._journal.keep_signing_key(self.identity.private_pem)
         self.dispatcher = Dispatcher(self.store, self.identity, max_workers=max_workers)
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="emulator-api")
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="emulator-api"),
+            # Without this a second emulator could bind the same port and share its calls.
+            options=[("grpc.so_reuseport", 0)],
         )
         self._grpc.add_generic_rpc_handlers(handlers(self.store))
-        if self._grpc.add_insecure_port(self.address) == 0:
-            raise OSError(f"Cannot listen on {self.address}: is another emulator running there?")
+        try:
+            self._grpc.add_insecure_port(self.address)
+        except RuntimeError as error:  # grpc's word for a port it cannot bind
+            raise OSError(
+                f"Cannot listen on {self.address}: is another emulator running there?"
+            ) from error
         try:
             self._certs = CertificateServer(self.identity, host, port + 1)
         except OSError as error:

@@ -1,0 +1,107 @@
+"""Settings of the example project.
+
+Locally (no K_SERVICE in the environment) it talks to the built-in emulator at
+127.0.0.1:8123 and delivers to 127.0.0.1:8000. On Cloud Run, the project, region and
+service URL are detected; the environment names the queue's service account.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ON_CLOUD_RUN = "K_SERVICE" in os.environ
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-insecure-key")
+DEBUG = not ON_CLOUD_RUN
+ALLOWED_HOSTS = ["*"] if ON_CLOUD_RUN else ["127.0.0.1", "localhost"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "django_q_cloudtasks",
+    "jobs",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "demo.urls"
+WSGI_APPLICATION = "demo.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# SQLite by default. On Cloud Run, point DATABASE_* at Cloud SQL (PostgreSQL) so that
+# every instance sees the same results.
+if os.environ.get("DATABASE_NAME"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ["DATABASE_NAME"],
+            "HOST": os.environ.get("DATABASE_HOST", ""),
+            "USER": os.environ.get("DATABASE_USER", ""),
+            "PASSWORD": os.environ.get("DATABASE_PASSWORD", ""),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("DATABASE_FILE", str(BASE_DIR / "db.sqlite3")),
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+Q_CLUSTER = {
+    "name": "demo",
+    "broker_class": "django_q_cloudtasks.CloudTasksBroker",
+    "timeout": 30,
+    "max_attempts": 3,
+    "cloud_tasks": {
+        # On Cloud Run these are detected; set them to override.
+        "project": os.environ.get("CLOUD_TASKS_PROJECT"),
+        "location": os.environ.get("CLOUD_TASKS_LOCATION"),
+        "url": os.environ.get("RECEIVER_URL"),
+        "service_account_email": os.environ.get("CLOUD_TASKS_SERVICE_ACCOUNT"),
+    },
+}
+if not ON_CLOUD_RUN:
+    # Local development: the built-in emulator (python manage.py cloudtasks_emulator).
+    os.environ.setdefault("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:8123")
+    Q_CLUSTER["cloud_tasks"]["url"] = os.environ.get(
+        "RECEIVER_URL", "http://127.0.0.1:8000/_tasks/"
+    )
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_q_cloudtasks": {"handlers": ["console"], "level": "INFO"}},
+}

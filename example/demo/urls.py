@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from jobs import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("admin/", admin.site.urls),
+    # Cloud Tasks delivers every task here.
+    path("_tasks/", include("django_q_cloudtasks.urls")),
+]

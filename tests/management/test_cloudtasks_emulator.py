@@ -1,0 +1,80 @@
+"""``manage.py cloudtasks_emulator``, run as users run it: a process of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django_q_cloudtasks.client import get_client
+from tests.support.ports import free_port_pair
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUES = "projects/test-project/locations/europe-west1/queues"
+
+
+@contextmanager
+def emulator_command(*arguments: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Runs the command until it says it is ready; yields it and what it printed."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.project.settings",
+    }
+    env.pop("CLOUD_TASKS_EMULATOR_HOST", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "cloudtasks_emulator", *arguments],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    printed: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            printed.append(line.rstrip())
+            if "Quit with CONTROL-C" in line:
+                break
+        yield process, printed
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+        printed.extend(output.splitlines())
+
+
+def test_it_creates_the_projects_queues_and_keeps_them_in_its_state_file(tmp_path):
+    port, state = free_port_pair(), tmp_path / "state.jsonl"
+    address = f"127.0.0.1:{port}"
+    with emulator_command(address, "--state", str(state)) as (process, printed):
+        assert f"  queue {QUEUES}/tests (created)" in printed
+        assert f"  queue {QUEUES}/second-queue (created)" in printed
+        assert f"  ID-token certificates: http://127.0.0.1:{port + 1}/certs" in printed
+        client = get_client(address)
+        client.pause_queue(name=f"{QUEUES}/tests")
+        client.create_task(
+            parent=f"{QUEUES}/tests", task={"http_request": {"url": "http://127.0.0.1:9/"}}
+        )
+    assert process.returncode == 0
+    assert printed[-1] == "Emulator stopped."
+
+    with emulator_command(address, "--state", str(state)) as (_, printed):
+        assert f"  queue {QUEUES}/tests" in printed  # there already, not created again
+        assert len(list(get_client(address).list_tasks(parent=f"{QUEUES}/tests"))) == 1
+
+
+def test_an_address_in_use_is_a_clear_error():
+    port = free_port_pair()
+    with (
+        emulator_command(f"127.0.0.1:{port}"),
+        emulator_command(f"127.0.0.1:{port}") as (second, printed),
+    ):
+        pass
+    assert second.returncode == 1
+    assert any("is another emulator running there?" in line for line in printed)
