@@ -15,11 +15,19 @@ from django_q_cloudtasks.emulator import Emulator
 from tests.support.ports import free_port_pair
 from tests.support.target import Target
 
-# Recordings of the real service, kept beside the project in ../shared.
-GOLDEN = Path(
-    os.environ.get("DJQ_GOLDEN_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "reference" / "cloud-tasks-golden"
-)
+
+def _golden_directory() -> Path:
+    """Recordings of the real service: DJQ_GOLDEN_DIR, else ``shared/`` beside the project
+    (or beside one of its parent directories)."""
+    if explicit := os.environ.get("DJQ_GOLDEN_DIR"):
+        return Path(explicit)
+    relative = Path("shared", "reference", "cloud-tasks-golden")
+    project = Path(__file__).resolve().parents[2]
+    found = (parent / relative for parent in project.parents if (parent / relative).is_dir())
+    return next(found, project.parent / relative)
+
+
+GOLDEN = _golden_directory()
 PARENT = "projects/test-project/locations/europe-west1"
 QUEUE = f"{PARENT}/queues/work"
 
