@@ -45,7 +45,7 @@ class Identity:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         self.kid = hashlib.sha256(public_der).hexdigest()[:40]
-        self.certificate_pem = _self_signed(private_key, self.kid)
+        self.certificate_pem = self_signed_certificate(private_key, self.kid)
         self._signer = crypt.RSASigner.from_string(private_pem, key_id=self.kid)  # type: ignore[no-untyped-call]
         self._tokens: dict[tuple[str, str], tuple[float, str]] = {}
         self._lock = threading.Lock()
@@ -79,7 +79,9 @@ class Identity:
         return {self.kid: self.certificate_pem}
 
 
-def _self_signed(key: rsa.RSAPrivateKey, kid: str) -> str:
+def self_signed_certificate(key: rsa.RSAPrivateKey, kid: str) -> str:
+    """A PEM certificate for ``key``, named after its key id, as Google's certs endpoint
+    publishes them."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
@@ -87,7 +89,7 @@ def _self_signed(key: rsa.RSAPrivateKey, kid: str) -> str:
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(int(kid[:32], 16))
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
         .sign(key, hashes.SHA256())

@@ -3,7 +3,6 @@ and the certificate endpoint that publishes that key, served over real HTTP on l
 
 from __future__ import annotations
 
-import datetime
 import json
 import threading
 import time
@@ -11,11 +10,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
+
+from django_q_cloudtasks.emulator.identity import self_signed_certificate
 
 SERVICE_ACCOUNT = "tasks@test-project.iam.gserviceaccount.com"
 AUDIENCE = "https://tasks.example.com"
@@ -31,18 +30,6 @@ class SigningKey:
     @classmethod
     def generate(cls, kid: str) -> SigningKey:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
         return cls(
             kid=kid,
             private_pem=key.private_bytes(
@@ -50,7 +37,7 @@ class SigningKey:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             ),
-            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM),
+            certificate_pem=self_signed_certificate(key, kid).encode(),
         )
 
     def token(self, **claims: Any) -> str:
