@@ -14,7 +14,7 @@ from .dispatcher import Dispatcher
 from .identity import CertificateServer, Identity
 from .journal import FileJournal
 from .service import handlers
-from .state import ApiError, QueueRecord, Store
+from .state import DEFAULT_DEDUP_WINDOW, ApiError, QueueRecord, Store
 
 logger = logging.getLogger("django_q_cloudtasks.emulator")
 
@@ -33,7 +33,7 @@ class Emulator:
         *,
         state_path: Path | None = None,
         max_workers: int = 64,
-        dedup_window: float = 3600.0,
+        dedup_window: float = DEFAULT_DEDUP_WINDOW,
     ) -> None:
         self.address = f"{host}:{port}"
         self.issuer, self.certs_url = emulator_identity(self.address)

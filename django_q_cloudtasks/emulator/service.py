@@ -16,7 +16,16 @@ import grpc
 from google.cloud import tasks_v2, tasks_v2beta3
 from google.protobuf import empty_pb2
 
-from .state import ApiError, Attempt, QueueRecord, RateLimits, RetryConfig, Store, TaskRecord
+from .state import (
+    DEFAULT_DEADLINE,
+    ApiError,
+    Attempt,
+    QueueRecord,
+    RateLimits,
+    RetryConfig,
+    Store,
+    TaskRecord,
+)
 
 logger = logging.getLogger("django_q_cloudtasks.emulator")
 
@@ -252,7 +261,7 @@ def _create_task(store: Store, request: tasks_v2.CreateTaskRequest) -> TaskRecor
         oidc_email=oidc.service_account_email if oidc else None,
         oidc_audience=(oidc.audience or None) if oidc else None,
         schedule_time=task.schedule_time.timestamp() if task.schedule_time else 0.0,
-        dispatch_deadline=task.dispatch_deadline.total_seconds() or 600.0,
+        dispatch_deadline=task.dispatch_deadline.total_seconds() or DEFAULT_DEADLINE,
     )
     return store.create_task(request.parent, record, named=bool(task.name))
 

@@ -26,6 +26,8 @@ import grpc
 MAX_TASK_BYTES = 1024 * 1024
 MAX_SCHEDULE_AHEAD = 30 * 24 * 3600
 MIN_DEADLINE, MAX_DEADLINE, DEFAULT_DEADLINE = 15.0, 1800.0, 600.0
+# How long a finished or deleted name stays taken (the real service: about an hour or more).
+DEFAULT_DEDUP_WINDOW = 3600.0
 
 QUEUE_NAME = re.compile(r"^(projects/[^/]+/locations/[^/]+)/queues/([A-Za-z0-9-]{1,100})$")
 PARENT_NAME = re.compile(r"^projects/([^/]+)/locations/([^/]+)$")
@@ -233,7 +235,7 @@ class Store:
         self,
         journal: Journal | None = None,
         *,
-        dedup_window: float = 3600.0,
+        dedup_window: float = DEFAULT_DEDUP_WINDOW,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.journal = journal or Journal()

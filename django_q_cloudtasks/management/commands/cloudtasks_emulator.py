@@ -12,6 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import EMULATOR_ENV, cluster_names, queue_settings
+from ...emulator.state import DEFAULT_DEDUP_WINDOW
 from ...exceptions import ConfigurationError
 
 DEFAULT_ADDRESS = "127.0.0.1:8123"
@@ -54,8 +55,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dedup-window",
             type=float,
-            default=3600.0,
-            help="Seconds a finished or deleted task's name stays taken (default: 3600).",
+            default=DEFAULT_DEDUP_WINDOW,
+            help="Seconds a finished or deleted task's name stays taken (default: %(default)g).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
