@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
 from django_q.brokers import Broker
+from django_q.humanhash import humanize
 from django_q.signing import SignedPackage
 
+from . import delays
 from .client import get_beta_client, get_client
 from .conf import QueueSettings, main_cluster_name, queue_settings
 from .exceptions import EnqueueError
@@ -35,10 +39,25 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
 
     Tasks are pushed: Cloud Tasks POSTs each one to the receiver view, so no ``qcluster``
     needs to run. ``list_key`` is the django-q cluster name; each cluster has its own queue.
+
+    ``async_task(..., q_options={"broker": CloudTasksBroker(cluster, ...)})`` enqueues one
+    task with options django-q has no words for: ``task_id`` replaces django-q's random id
+    (schedule slots use it for a deterministic one), ``run_after`` delays the task.
     """
 
     _stats: dict[str, tuple[float, Any]] = {}
     _warned_dequeue = threading.Event()
+
+    def __init__(
+        self,
+        list_key: str | None = None,
+        *,
+        task_id: str | None = None,
+        run_after: datetime | None = None,
+    ) -> None:
+        super().__init__(list_key)
+        self.task_id = task_id
+        self.run_after = run_after
 
     @staticmethod
     def get_connection(list_key: str | None = None) -> QueueSettings:
@@ -59,12 +78,21 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
 
         The Cloud Tasks task is named after the django-q id, so a CreateTask retried after
         a lost answer finds its first copy (ALREADY_EXISTS) instead of making a second.
+        A package whose ``run_after`` lies beyond Cloud Tasks' 30 days is sent to arrive
+        earlier, and the receiver sends it on again (see ``delays.py``).
         """
         package = SignedPackage.loads(task)  # our own package, signed a moment ago
-        task_id: str = package["id"]
+        changes: dict[str, Any] = {}
         if package.get("cluster", main_cluster_name()) != self.list_key:
-            package["cluster"] = self.list_key  # the receiver runs it with this cluster's settings
+            changes["cluster"] = self.list_key  # the receiver runs it with this cluster's settings
+        if self.task_id is not None:
+            changes.update(id=self.task_id, name=humanize(self.task_id))
+        if self.run_after is not None:
+            changes["run_after"] = self.run_after
+        if changes:
+            package.update(changes)
             task = SignedPackage.dumps(package)
+        task_id: str = package["id"]
         body = task.encode()
         if len(body) > MAX_BODY_BYTES:
             raise EnqueueError(
@@ -74,100 +102,19 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
                 queue_path=self.settings.queue_path,
                 task_id=task_id,
             )
-        self._create(task_id, self._cloud_task(task_id, body, package.get("timeout")))
+        name, schedule_time = delays.next_hop(task_id, package.get("run_after"), timezone.now())
+        qs = self.settings
+        timeout = package.get("timeout")
+        create_http_task(
+            qs,
+            name=name,
+            url=qs.url,
+            body=body,
+            content_type=CONTENT_TYPE,
+            deadline=qs.deadline_for(qs.timeout if timeout is None else timeout),
+            schedule_time=schedule_time,
+        )
         return task_id
-
-    def _cloud_task(self, task_id: str, body: bytes, timeout: int | None) -> dict[str, Any]:
-        qs = self.settings
-        http_request: dict[str, Any] = {
-            "http_method": "POST",
-            "url": qs.url,
-            "headers": {"Content-Type": CONTENT_TYPE},
-            "body": body,
-        }
-        if qs.service_account_email:
-            http_request["oidc_token"] = {
-                "service_account_email": qs.service_account_email,
-                "audience": qs.audience,
-            }
-        deadline = qs.deadline_for(qs.timeout if timeout is None else timeout)
-        return {
-            "name": qs.task_path(task_id),
-            "http_request": http_request,
-            "dispatch_deadline": {"seconds": deadline},
-        }
-
-    def _create(self, task_id: str, cloud_task: dict[str, Any]) -> None:
-        from google.api_core import exceptions, retry
-
-        qs = self.settings
-        transient = retry.if_exception_type(
-            exceptions.ServiceUnavailable,
-            exceptions.DeadlineExceeded,
-            exceptions.InternalServerError,
-            exceptions.TooManyRequests,
-            exceptions.Aborted,
-            exceptions.Unknown,
-        )
-        policy = retry.Retry(
-            predicate=transient,
-            initial=0.2,
-            maximum=5.0,
-            multiplier=2.0,
-            timeout=qs.enqueue_timeout,
-        )
-        try:
-            get_client(qs.emulator_host).create_task(
-                parent=qs.queue_path,
-                task=cloud_task,  # type: ignore[arg-type]  # proto-plus takes a dict as well
-                retry=policy,
-                timeout=min(10.0, qs.enqueue_timeout),
-            )
-        except exceptions.AlreadyExists:
-            logger.debug(
-                "Task %s already exists in %s: an earlier attempt created it",
-                task_id,
-                qs.queue_path,
-            )
-        except exceptions.RetryError as error:
-            raise self._enqueue_error(task_id, error.cause or error) from error
-        except exceptions.GoogleAPICallError as error:
-            raise self._enqueue_error(task_id, error) from error
-
-    def _enqueue_error(self, task_id: str, error: BaseException) -> EnqueueError:
-        from google.api_core import exceptions
-
-        qs = self.settings
-        hints: list[tuple[type[BaseException], str]] = [
-            (
-                exceptions.NotFound,
-                f"The queue does not exist. Create it: gcloud tasks queues create {qs.queue} "
-                f"--location={qs.location} --project={qs.project}",
-            ),
-            (
-                exceptions.PermissionDenied,
-                "The caller needs roles/cloudtasks.enqueuer on the queue"
-                + (
-                    f" and roles/iam.serviceAccountUser on {qs.service_account_email}"
-                    if qs.service_account_email
-                    else ""
-                )
-                + ".",
-            ),
-            (
-                exceptions.ServiceUnavailable,
-                f"Cloud Tasks did not answer within {qs.enqueue_timeout:g} s"
-                + (
-                    f"; is the emulator at {qs.emulator_host} running?" if qs.emulator_host else "."
-                ),
-            ),
-        ]
-        hint = next((text for kind, text in hints if isinstance(error, kind)), "")
-        return EnqueueError(
-            f"Could not enqueue task {task_id} to Cloud Tasks queue {qs.queue_path}: {error}. {hint}".strip(),
-            queue_path=qs.queue_path,
-            task_id=task_id,
-        )
 
     def dequeue(self) -> None:
         """Push-only: a ``qcluster`` started with this broker has nothing to pull.
@@ -276,3 +223,104 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
             logger.warning("Could not list the tasks of %s: %s", qs.queue_path, error)
             return None
+
+
+def create_http_task(
+    qs: QueueSettings,
+    *,
+    name: str,
+    url: str,
+    body: bytes,
+    content_type: str,
+    deadline: int,
+    schedule_time: datetime | None = None,
+) -> bool:
+    """Create one named HTTP task in ``qs``'s queue, signed with its OIDC identity.
+
+    Transient errors are retried for up to ``enqueue_timeout``: safely, because the task
+    is named. Returns False when a task of that name exists already, which counts as
+    done: an earlier attempt, or a concurrent caller, created it.
+    """
+    from google.api_core import exceptions, retry
+
+    http_request: dict[str, Any] = {
+        "http_method": "POST",
+        "url": url,
+        "headers": {"Content-Type": content_type},
+        "body": body,
+    }
+    if qs.service_account_email:
+        http_request["oidc_token"] = {
+            "service_account_email": qs.service_account_email,
+            "audience": qs.audience,
+        }
+    cloud_task: dict[str, Any] = {
+        "name": qs.task_path(name),
+        "http_request": http_request,
+        "dispatch_deadline": {"seconds": deadline},
+    }
+    if schedule_time is not None:
+        cloud_task["schedule_time"] = schedule_time
+    transient = retry.if_exception_type(
+        exceptions.ServiceUnavailable,
+        exceptions.DeadlineExceeded,
+        exceptions.InternalServerError,
+        exceptions.TooManyRequests,
+        exceptions.Aborted,
+        exceptions.Unknown,
+    )
+    policy = retry.Retry(
+        predicate=transient,
+        initial=0.2,
+        maximum=5.0,
+        multiplier=2.0,
+        timeout=qs.enqueue_timeout,
+    )
+    try:
+        get_client(qs.emulator_host).create_task(
+            parent=qs.queue_path,
+            task=cloud_task,  # type: ignore[arg-type]  # proto-plus takes a dict as well
+            retry=policy,
+            timeout=min(10.0, qs.enqueue_timeout),
+        )
+    except exceptions.AlreadyExists:
+        logger.debug("Task %s already exists in %s", name, qs.queue_path)
+        return False
+    except exceptions.RetryError as error:
+        raise _enqueue_error(qs, name, error.cause or error) from error
+    except exceptions.GoogleAPICallError as error:
+        raise _enqueue_error(qs, name, error) from error
+    return True
+
+
+def _enqueue_error(qs: QueueSettings, name: str, error: BaseException) -> EnqueueError:
+    from google.api_core import exceptions
+
+    hints: list[tuple[type[BaseException], str]] = [
+        (
+            exceptions.NotFound,
+            f"The queue does not exist. Create it: gcloud tasks queues create {qs.queue} "
+            f"--location={qs.location} --project={qs.project}",
+        ),
+        (
+            exceptions.PermissionDenied,
+            "The caller needs roles/cloudtasks.enqueuer on the queue"
+            + (
+                f" and roles/iam.serviceAccountUser on {qs.service_account_email}"
+                if qs.service_account_email
+                else ""
+            )
+            + ".",
+        ),
+        (
+            exceptions.ServiceUnavailable,
+            f"Cloud Tasks did not answer within {qs.enqueue_timeout:g} s"
+            + (f"; is the emulator at {qs.emulator_host} running?" if qs.emulator_host else "."),
+        ),
+    ]
+    hint = next((text for kind, text in hints if isinstance(error, kind)), "")
+    return EnqueueError(
+        f"Could not enqueue task {name} to Cloud Tasks queue {qs.queue_path}: {error}. {hint}".strip(),
+        queue_path=qs.queue_path,
+        task_id=name,
+    )

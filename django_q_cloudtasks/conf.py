@@ -33,6 +33,9 @@ from .exceptions import ConfigurationError
 BROKER_CLASS = "django_q_cloudtasks.CloudTasksBroker"
 EMULATOR_ENV = "CLOUD_TASKS_EMULATOR_HOST"
 RECEIVER_URL_NAME = "django_q_cloudtasks:receive"
+# Beside the receiver, under the same prefix: see urls.py.
+SCHEDULE_PATH = "schedule/"
+TICK_PATH = "tick/"
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
@@ -91,6 +94,16 @@ class QueueSettings:
 
     def task_path(self, task_id: str) -> str:
         return f"{self.queue_path}/tasks/{task_id}"
+
+    @property
+    def schedule_url(self) -> str:
+        """Where Cloud Tasks wakes a schedule up at its slot: beside the receiver."""
+        return _beside(self.url, SCHEDULE_PATH)
+
+    @property
+    def tick_url(self) -> str:
+        """Where Cloud Scheduler calls the tick: beside the receiver."""
+        return _beside(self.url, TICK_PATH)
 
     def deadline_for(self, timeout: int | None) -> int:
         """Seconds Cloud Tasks waits for the answer to a task with this django-q timeout."""
@@ -413,6 +426,10 @@ def _check_url(key: str, url: object, *, https: bool) -> None:
             hint="Cloud Tasks attaches OIDC tokens to https targets only. "
             "Plain http is accepted in emulator mode.",
         )
+
+
+def _beside(receiver_url: str, path: str) -> str:
+    return receiver_url.rstrip("/") + "/" + path
 
 
 def _origin(url: str) -> str:

@@ -1,14 +1,20 @@
-"""The receiver: the endpoint Cloud Tasks POSTs each task to.
+"""The endpoints Google calls, each only with a valid ID token (``auth.py``):
 
-In order, and each step only if the one before passed: authenticate the caller, verify
-the package's django-q signature (nothing unsigned is ever unpickled), run the task,
-and answer 2xx when Cloud Tasks is done with it or another status to have it retried.
+* ``receive``: Cloud Tasks POSTs each task here. In order, and each step only if the one
+  before passed: authenticate the caller, verify the package's django-q signature
+  (nothing unsigned is ever unpickled), run the task, and answer 2xx when Cloud Tasks is
+  done with it or another status to have it retried.
+* ``fire_schedule``: Cloud Tasks delivers a schedule's wake-up here at its slot.
+* ``tick``: Cloud Scheduler calls it every minute to plan the coming slots.
+
 429 and 503 are never used: Cloud Tasks slows the whole queue down for those.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
@@ -17,8 +23,10 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from . import delays, scheduling
 from .auth import AuthenticationFailed, CertificatesUnavailable, authenticate
 from .conf import receiver_settings
+from .exceptions import EnqueueError
 from .execution import Outcome, Verdict, execute
 
 logger = logging.getLogger("django_q_cloudtasks")
@@ -37,28 +45,68 @@ class BadPackage(Exception):
     """The body is not a django-q package signed with this project's key."""
 
 
-@login_not_required  # Cloud Tasks authenticates with its token, not a session
-@csrf_exempt
-@require_POST
-@transaction.non_atomic_requests  # django-q manages its own connections and transactions
-def receive(request: HttpRequest) -> JsonResponse:
-    try:
-        authenticate(request, receiver_settings())
-    except AuthenticationFailed as error:
-        logger.warning("Refused a task delivery: %s", error)
-        return _answer(error.status, error=str(error))
-    except CertificatesUnavailable as error:
-        logger.error("Cannot verify task deliveries: %s", error)
-        return _answer(500, error="The token certificates could not be fetched; retry later.")
+def google_endpoint(view: Callable[[HttpRequest], JsonResponse]) -> Callable[..., JsonResponse]:
+    """A POST endpoint for Google's services: no session, no CSRF token, an ID token instead."""
 
+    @login_not_required  # Google authenticates with its ID token, not a session
+    @csrf_exempt
+    @require_POST
+    @transaction.non_atomic_requests  # django-q manages its own connections and transactions
+    @functools.wraps(view)
+    def authenticated(request: HttpRequest) -> JsonResponse:
+        try:
+            authenticate(request, receiver_settings())
+        except AuthenticationFailed as error:
+            logger.warning("Refused a call to %s: %s", request.path, error)
+            return _answer(error.status, error=str(error))
+        except CertificatesUnavailable as error:
+            logger.error("Cannot verify calls to %s: %s", request.path, error)
+            return _answer(500, error="The token certificates could not be fetched; retry later.")
+        return view(request)
+
+    return authenticated
+
+
+@google_endpoint
+def receive(request: HttpRequest) -> JsonResponse:
     try:
         task = decode(request.body)
     except BadPackage as error:
         logger.error("Refused a task delivery: %s", error)
         return _answer(400, error=str(error))
 
+    if delays.arrived_early(task):
+        return _forward(request.body, task)
     outcome = execute(task, previous_attempts=_retry_count(request))
     return _answer(STATUS[outcome.verdict], **_describe(outcome))
+
+
+@google_endpoint
+def fire_schedule(request: HttpRequest) -> JsonResponse:
+    try:
+        slot = scheduling.Slot.unsign(request.body)
+    except scheduling.BadSlot as error:
+        logger.error("Refused a schedule wake-up: %s", error)
+        return _answer(400, error=str(error))
+    try:
+        fired = scheduling.fire(slot)
+    except EnqueueError as error:
+        logger.error("Schedule %s, slot %s: %s", slot.schedule_id, slot.time, error)
+        return _answer(500, error=str(error))
+    return _answer(
+        200,
+        status=fired.value,
+        schedule=slot.schedule_id,
+        slot=slot.time.isoformat(),
+        task=slot.task_id,
+    )
+
+
+@google_endpoint
+def tick(request: HttpRequest) -> JsonResponse:
+    """One scheduler pass; a non-2xx answer makes Cloud Scheduler report it, and retry."""
+    report = scheduling.tick()
+    return _answer(500 if report.failed else 200, **report.as_dict())
 
 
 def decode(body: bytes) -> dict[str, Any]:
@@ -81,6 +129,20 @@ def decode(body: bytes) -> dict[str, Any]:
     if not isinstance(task, dict) or not all(key in task for key in REQUIRED_KEYS):
         raise BadPackage("The signed body is not a django-q task package.")
     return task
+
+
+def _forward(body: bytes, task: dict[str, Any]) -> JsonResponse:
+    """Send a task that is still far from its time on to its next hop."""
+    from .broker import CloudTasksBroker
+
+    try:
+        CloudTasksBroker(task.get("cluster")).enqueue(body.decode("ascii"))
+    except EnqueueError as error:
+        logger.error("Could not send task %s on towards its time: %s", task["id"], error)
+        return _answer(500, error=str(error))
+    return _answer(
+        200, status="forwarded", task=task["id"], run_after=task["run_after"].isoformat()
+    )
 
 
 def _retry_count(request: HttpRequest) -> int:

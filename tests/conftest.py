@@ -73,3 +73,39 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {condition}")
         time.sleep(interval)
+
+
+class PausedCloudTasks:
+    """The built-in emulator, in-process, holding the project's queues paused: what was
+    enqueued stays there to be looked at."""
+
+    QUEUES = {
+        "tests": "projects/test-project/locations/europe-west1/queues/tests",
+        "second": "projects/test-project/locations/europe-west1/queues/second-queue",
+    }
+
+    def __init__(self, emulator: Any) -> None:
+        from django_q_cloudtasks.client import get_client
+
+        self.emulator = emulator
+        self.client = get_client(emulator.address)
+        for queue in self.QUEUES.values():
+            emulator.ensure_queue(queue)
+            self.client.pause_queue(name=queue)
+
+    def tasks(self, cluster: str = "tests") -> list[Any]:
+        """The queue's tasks, bodies included, oldest schedule_time first."""
+        listed = self.client.list_tasks(
+            request={"parent": self.QUEUES[cluster], "response_view": "FULL"}
+        )
+        return sorted(listed, key=lambda task: (task.schedule_time, task.name))
+
+
+@pytest.fixture
+def paused_cloud_tasks(configure: Callable[..., None]) -> Iterator[PausedCloudTasks]:
+    from django_q_cloudtasks.emulator import Emulator
+    from tests.support.ports import free_port_pair
+
+    with Emulator(port=free_port_pair()) as emulator:
+        configure(emulator_host=emulator.address)
+        yield PausedCloudTasks(emulator)

@@ -51,6 +51,7 @@ def third_party_emulator_executable() -> Path:
 def _start_emulator(
     kind: str, port: int, server_port: int, request: pytest.FixtureRequest, log: Path
 ) -> subprocess.Popen[bytes]:
+    """The built-in emulator also calls the server's tick every minute, as in production."""
     if kind == "built-in":
         command: list[Any] = [
             sys.executable,
@@ -73,6 +74,7 @@ def _start_emulator(
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "tests.project.settings",
+        "DJQ_RECEIVER_URL": f"http://127.0.0.1:{server_port}/_tasks/",
     }
     return subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
@@ -99,15 +101,7 @@ def live_stack(
     emulator = _start_emulator(
         request.param, emulator_port, server_port, request, logs / "emulator.log"
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "tests.project.settings",
-        "DJQ_DB_NAME": database_name,
-        "DJQ_RECEIVER_URL": stack["url"],
-        "DJQ_VERIFY_TOKEN": "1" if request.param == "built-in" else "0",
-        "CLOUD_TASKS_EMULATOR_HOST": stack["emulator_host"],
-    }
+    env = _project_env(stack, database_name)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -129,6 +123,7 @@ def live_stack(
     try:
         wait_for_port(emulator_port, emulator)
         wait_for_port(server_port, server)
+        stack["database"] = database_name
         yield stack
     finally:
         for process in (server, emulator):
@@ -138,6 +133,30 @@ def live_stack(
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _project_env(stack: dict[str, str], database_name: str) -> dict[str, str]:
+    """The environment of the test project's processes: its database, emulator and URL."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.project.settings",
+        "DJQ_DB_NAME": database_name,
+        "DJQ_RECEIVER_URL": stack["url"],
+        "DJQ_VERIFY_TOKEN": "1" if stack["emulator"] == "built-in" else "0",
+        "CLOUD_TASKS_EMULATOR_HOST": stack["emulator_host"],
+    }
+
+
+def start_command(stack: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """``manage.py ARGS`` of the test project, in a process of its own, on the stack."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "django", *args],
+        env=_project_env(stack, stack["database"]),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @pytest.fixture

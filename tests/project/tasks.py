@@ -39,3 +39,10 @@ class LeavesATrace:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (append, (self.path, "unpickled"))
+
+
+def stamp(path: str) -> float:
+    """Appends the time this run started, one line per run."""
+    started = time.time()
+    append(path, f"{started}\n")
+    return started

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -15,13 +15,18 @@ from ...conf import EMULATOR_ENV, cluster_names, queue_settings
 from ...emulator.state import DEFAULT_DEDUP_WINDOW
 from ...exceptions import ConfigurationError
 
+if TYPE_CHECKING:
+    from ...emulator import Emulator
+    from ...emulator.ticker import Ticker
+
 DEFAULT_ADDRESS = "127.0.0.1:8123"
 
 
 class Command(BaseCommand):
     help = (
         "Run a local Cloud Tasks emulator: the gRPC API on ADDRESS, ID-token certificates "
-        "one port above, and this project's queues created on start."
+        "one port above, this project's queues created on start, and its tick called every "
+        "minute as Cloud Scheduler calls it in production."
     )
     # It serves any project, even one whose settings are not finished yet.
     requires_system_checks: list[str] = []
@@ -51,6 +56,14 @@ class Command(BaseCommand):
             type=int,
             default=64,
             help="Deliveries in flight at once, over all queues (default: 64).",
+        )
+        parser.add_argument(
+            "--tick-every",
+            type=float,
+            default=60,
+            metavar="SECONDS",
+            help="Call the project's tick endpoint this often, as the Cloud Scheduler job does "
+            "in production, so that schedules fire (default: %(default)g; 0: never).",
         )
         parser.add_argument(
             "--dedup-window",
@@ -83,6 +96,7 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
         created = [queue for queue in queues if emulator.ensure_queue(queue)]
         emulator.start()
+        ticker = self._ticker(emulator, options["tick_every"])
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         state = options["state"] or "in memory"
@@ -90,6 +104,8 @@ class Command(BaseCommand):
         self.stdout.write(f"  ID-token certificates: {emulator.certs_url}")
         for queue in sorted(emulator.store.queues):
             self.stdout.write(f"  queue {queue}{' (created)' if queue in created else ''}")
+        if ticker:
+            self.stdout.write(f"  tick: POST {ticker.url} every {ticker.every:g} s")
         self.stdout.write(
             f"Point Django at it with {EMULATOR_ENV}={emulator.address}. Quit with CONTROL-C."
         )
@@ -99,8 +115,30 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
+            if ticker:
+                ticker.stop()
             emulator.stop()
             self.stdout.write("Emulator stopped.")
+
+    def _ticker(self, emulator: Emulator, every: float) -> Ticker | None:
+        from ...emulator.ticker import Ticker
+
+        if every <= 0:
+            return None
+        try:
+            queue = queue_settings()
+        except ConfigurationError as error:
+            self.stderr.write(f"Not calling the tick: {error}")
+            return None
+        assert queue.service_account_email  # emulator mode always has one
+        ticker = Ticker(
+            emulator.identity,
+            queue.tick_url,
+            audience=queue.audience,
+            email=queue.service_account_email,
+            every=every,
+        )
+        return ticker.start()
 
     def _configured_address(self) -> str | None:
         if os.environ.get(EMULATOR_ENV):

@@ -1,0 +1,87 @@
+"""Tasks that run later: at a given time, or after a countdown.
+
+Cloud Tasks holds a task for at most 30 days (``schedule_time``). A task asked for later
+than that travels in hops: it is created to arrive up to 30 days ahead, and the
+receiver, seeing it early, creates it again for the next hop, until the last hop arrives
+at the time asked. Each hop has a name derived from the task id and the hops left, so a
+hop delivered twice is forwarded once.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+# Cloud Tasks refuses a schedule_time more than 30 days ahead; keep an hour of margin.
+MAX_SCHEDULE_AHEAD = timedelta(days=30) - timedelta(hours=1)
+# Hops are this far apart, a day shorter than the limit: a hop that is delivered late
+# (a paused queue, retries) still computes the same next hop.
+HOP = timedelta(days=29)
+# A task delivered this close to its time runs now: clocks differ by a little.
+EARLY_TOLERANCE = timedelta(minutes=5)
+
+RunAfter = datetime | timedelta | int | float
+
+
+def async_task_after(run_after: RunAfter, func: Any, *args: Any, **kwargs: Any) -> str:
+    """``django_q.tasks.async_task``, delivered no earlier than ``run_after``.
+
+    ``run_after`` is an aware datetime, a timedelta or a number of seconds from now.
+    Every other argument is async_task's, ``q_options`` and ``cluster`` included; the task
+    id is returned. A time in the past runs the task now. In django-q's sync mode the
+    task runs at once, like every task there.
+    """
+    from django_q.tasks import async_task
+
+    from .broker import CloudTasksBroker
+
+    q_options = dict(kwargs.pop("q_options", None) or {})
+    cluster = q_options.get("cluster", kwargs.get("cluster"))
+    q_options["broker"] = CloudTasksBroker(cluster, run_after=resolve(run_after))
+    task_id: str = async_task(func, *args, q_options=q_options, **kwargs)
+    return task_id
+
+
+def resolve(run_after: RunAfter, now: datetime | None = None) -> datetime:
+    """The aware datetime ``run_after`` stands for."""
+    now = now or timezone.now()
+    if isinstance(run_after, datetime):
+        if timezone.is_naive(run_after):
+            raise ValueError(
+                f"run_after={run_after!r} has no time zone: pass an aware datetime, "
+                "e.g. timezone.now() + timedelta(hours=1)."
+            )
+        return run_after
+    if isinstance(run_after, timedelta):
+        return now + run_after
+    if isinstance(run_after, int | float) and not isinstance(run_after, bool):
+        return now + timedelta(seconds=run_after)
+    raise TypeError(
+        f"run_after must be a datetime, a timedelta or seconds, not {type(run_after).__name__}."
+    )
+
+
+def next_hop(
+    task_id: str, run_after: datetime | None, now: datetime
+) -> tuple[str, datetime | None]:
+    """The Cloud Tasks task name and schedule_time of a task's next hop.
+
+    The last hop, the one that runs the task, is named after the task itself.
+    """
+    if run_after is None or run_after <= now:
+        return task_id, None
+    remaining = run_after - now
+    hops_left = (
+        0 if remaining <= MAX_SCHEDULE_AHEAD else math.ceil((remaining - MAX_SCHEDULE_AHEAD) / HOP)
+    )
+    name = task_id if hops_left == 0 else f"{task_id}-{hops_left}"
+    return name, run_after - hops_left * HOP
+
+
+def arrived_early(task: dict[str, Any], now: datetime | None = None) -> bool:
+    """Whether a delivered task is a hop to forward rather than a task to run."""
+    run_after = task.get("run_after")
+    return isinstance(run_after, datetime) and run_after - (now or timezone.now()) > EARLY_TOLERANCE
