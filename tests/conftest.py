@@ -51,14 +51,20 @@ def verifying(configure: Callable[..., None], certs_server: CertsServer) -> Cert
 def deliver(client: Client, signing_key: SigningKey, verifying: CertsServer) -> Callable[..., Any]:
     """POST a task to the receiver as Cloud Tasks would: a valid token, the retry count."""
 
-    def post(task: dict[str, Any] | bytes, *, token: str | None = "valid", retries: int = 0) -> Any:
+    def post(
+        task: dict[str, Any] | bytes,
+        *,
+        token: str | None = "valid",
+        retries: int = 0,
+        path: str = "/_tasks/",
+    ) -> Any:
         headers = {"X-CloudTasks-TaskRetryCount": str(retries)}
         if token == "valid":
             token = signing_key.token()
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         body = sign(task) if isinstance(task, dict) else task
-        return client.post("/_tasks/", data=body, content_type=CONTENT_TYPE, headers=headers)
+        return client.post(path, data=body, content_type=CONTENT_TYPE, headers=headers)
 
     return post
 
@@ -103,9 +109,11 @@ class PausedCloudTasks:
 
 @pytest.fixture
 def paused_cloud_tasks(configure: Callable[..., None]) -> Iterator[PausedCloudTasks]:
+    """Enqueueing goes to the emulator; the receiver still takes the tests' own tokens."""
     from django_q_cloudtasks.emulator import Emulator
     from tests.support.ports import free_port_pair
+    from tests.support.tokens import ISSUER
 
     with Emulator(port=free_port_pair()) as emulator:
-        configure(emulator_host=emulator.address)
+        configure(emulator_host=emulator.address, issuers=[ISSUER])
         yield PausedCloudTasks(emulator)

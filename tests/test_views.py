@@ -9,14 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core import signing
 from django.core.signing import TimestampSigner
 from django.test import Client
+from django.utils import timezone
 from django_q.conf import Conf
-from django_q.models import Success
+from django_q.models import Schedule, Success
 
+from django_q_cloudtasks.scheduling import Slot
 from django_q_cloudtasks.views import BadPackage, decode
 from tests.project.tasks import LeavesATrace
 from tests.support.packages import make_task, sign
+from tests.support.tokens import ISSUER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,3 +125,58 @@ print("loaded" if "google.cloud.tasks_v2" in sys.modules else "not loaded")
         cwd=Path(__file__).parent.parent,
     )
     assert result.stdout.strip().splitlines()[-1] == "not loaded"
+
+
+# The scheduling endpoints beside the receiver
+
+
+@pytest.mark.parametrize("path", ["/_tasks/tick/", "/_tasks/schedule/"])
+def test_the_scheduling_endpoints_refuse_calls_without_a_token(deliver, path):
+    assert deliver(b"", token=None, path=path).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/_tasks/tick/", "/_tasks/schedule/"])
+def test_the_scheduling_endpoints_take_only_post(client, path):
+    assert client.get(path).status_code == 405
+
+
+def test_the_tick_plans_the_due_schedules_and_reports(paused_cloud_tasks, deliver):
+    Schedule.objects.create(func="math.floor", args="1.5", next_run=timezone.now())
+    response = deliver(b"", path="/_tasks/tick/")
+    assert response.status_code == 200
+    assert response.json() == {"due": 1, "created": 1, "existing": 0, "failed": {}}
+    assert len(paused_cloud_tasks.tasks()) == 1
+
+
+def test_a_tick_that_cannot_reach_cloud_tasks_answers_500_to_be_retried(deliver, configure):
+    configure(emulator_host="127.0.0.1:9", enqueue_timeout=1, issuers=[ISSUER])
+    Schedule.objects.create(func="math.floor", args="1.5", next_run=timezone.now())
+    response = deliver(b"", path="/_tasks/tick/")
+    assert response.status_code == 500
+    assert "emulator at 127.0.0.1:9" in next(iter(response.json()["failed"].values()))
+
+
+def test_a_wake_up_fires_its_slot(paused_cloud_tasks, deliver):
+    schedule = Schedule.objects.create(func="math.floor", args="1.5", next_run=timezone.now())
+    slot = Slot(schedule.pk, schedule.next_run)
+    response = deliver(slot.sign(), path="/_tasks/schedule/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "enqueued"
+    assert [t.name.rsplit("/", 1)[1] for t in paused_cloud_tasks.tasks()] == [slot.task_id]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"schedule": 1, "slot": "2027-01-01T00:00:00+00:00"}', id="unsigned"),
+        pytest.param(
+            signing.dumps({"schedule": 1, "slot": "2027-01-01T00:00:00+00:00"}, key="other"),
+            id="signed-with-another-key",
+        ),
+    ],
+)
+def test_a_wake_up_not_signed_by_this_project_gets_400(deliver, body):
+    body = body.encode() if isinstance(body, str) else body
+    response = deliver(body, path="/_tasks/schedule/")
+    assert response.status_code == 400

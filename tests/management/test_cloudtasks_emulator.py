@@ -78,3 +78,10 @@ def test_an_address_in_use_is_a_clear_error():
         pass
     assert second.returncode == 1
     assert any("is another emulator running there?" in line for line in printed)
+
+
+def test_it_calls_the_projects_tick_every_minute_unless_told_otherwise():
+    with emulator_command(f"127.0.0.1:{free_port_pair()}") as (_, printed):
+        assert "  tick: POST https://tasks.example.com/_tasks/tick/ every 60 s" in printed
+    with emulator_command(f"127.0.0.1:{free_port_pair()}", "--tick-every", "0") as (_, printed):
+        assert not any("tick:" in line for line in printed)
