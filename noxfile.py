@@ -1,4 +1,5 @@
 """Sessions: ``nox`` runs tests, lint and typecheck; ``nox -s tests`` the test matrix;
+``nox -s slow`` the tests that take minutes (real schedule slots, a minute apart);
 ``nox -s demo`` the example's demo, checking that every demo task ends as it should.
 
 The matrix runs for the interpreters this machine has, each against SQLite and
@@ -18,7 +19,9 @@ MATRIX = [
     ("3.12", "6.0", "1.11"),
     ("3.13", "6.1", "1.11"),
 ]
-TEST_DEPENDENCIES = ["pytest", "pytest-django", "gunicorn", "psycopg[binary]"]
+# croniter: django-q's cron schedules; the scheduler extra: cloudtasks_scheduler_job.
+TEST_DEPENDENCIES = ["pytest", "pytest-django", "gunicorn", "psycopg[binary]", "croniter"]
+PACKAGE = ".[scheduler]"
 DATABASES = ["sqlite", "postgres"]
 
 
@@ -29,9 +32,17 @@ DATABASES = ["sqlite", "postgres"]
     ids=[f"py{py}-django{dj}-q{q}" for py, dj, q in MATRIX],
 )
 def tests(session: nox.Session, django: str, django_q2: str) -> None:
-    session.install(".", f"django~={django}.0", f"django-q2~={django_q2}.0", *TEST_DEPENDENCIES)
+    session.install(PACKAGE, f"django~={django}.0", f"django-q2~={django_q2}.0", *TEST_DEPENDENCIES)
     for database in DATABASES:
-        session.run("pytest", *session.posargs, env={"DJQ_TEST_DB": database})
+        session.run("pytest", "-m", "not slow", *session.posargs, env={"DJQ_TEST_DB": database})
+
+
+@nox.session(python="3.11")
+def slow(session: nox.Session) -> None:
+    """The slow tests, once, against each database."""
+    session.install(PACKAGE, *TEST_DEPENDENCIES)
+    for database in DATABASES:
+        session.run("pytest", "-m", "slow", *session.posargs, env={"DJQ_TEST_DB": database})
 
 
 @nox.session(python="3.11")
@@ -43,7 +54,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    session.install(".", "mypy", "django-stubs", "types-protobuf", *TEST_DEPENDENCIES)
+    session.install(PACKAGE, "mypy", "django-stubs", "types-protobuf", *TEST_DEPENDENCIES)
     session.run("mypy")
 
 

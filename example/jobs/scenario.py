@@ -9,12 +9,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 from django_q.models import Failure, Schedule, Success
 from django_q.tasks import async_chain, async_task, count_group, result_group, schedule
 
+from django_q_cloudtasks import async_task_after
+
 HEARTBEAT = "demo heartbeat"
+DELAY = 15
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ def enqueue() -> list[Expectation]:
     for size in range(1, 6):
         async_task("jobs.tasks.thumbnail", size, group=thumbnails)
     hooked = async_task("jobs.tasks.slow_report", 1, hook="jobs.tasks.notify")
+    delayed = async_task_after(timedelta(seconds=DELAY), "jobs.tasks.slow_report", 0)
     Schedule.objects.filter(name=HEARTBEAT).delete()
     schedule(
         "jobs.tasks.heartbeat",
@@ -78,12 +83,20 @@ def enqueue() -> list[Expectation]:
             lambda: _notified(hooked),
         ),
         Expectation(
+            f"delayed: runs {DELAY} s after it was enqueued",
+            lambda: _ran_after(delayed, started + timedelta(seconds=DELAY)),
+        ),
+        Expectation(
             "schedule: heartbeat fired",
             lambda: Success.objects.filter(
                 func="jobs.tasks.heartbeat", started__gte=started
             ).exists(),
         ),
     ]
+
+
+def _ran_after(task_id: str, earliest: datetime) -> bool:
+    return Success.objects.filter(id=task_id, stopped__gte=earliest).exists()
 
 
 def _notified(task_id: str) -> bool:
