@@ -170,15 +170,22 @@ def fire(slot: Slot, *, now: datetime | None = None) -> Fired:
         schedule = Schedule.objects.select_for_update().filter(pk=slot.schedule_id).first()
         if schedule is None or schedule.repeats == 0 or schedule.next_run != slot.time:
             return Fired.STALE
+        # Whatever is wrong with one schedule stays with it: a Failure row says what.
+        try:
+            upcoming = _upcoming(schedule, slot, now)
+        except Exception as error:
+            _record_broken(schedule, slot, "could not work out its next run and stops", error, now)
+            _as_read(schedule, slot).update(repeats=0, task=slot.task_id)
+            return Fired.BROKEN
         try:
             func, args, kwargs = _call(schedule, slot)
-        except Exception as error:  # whatever is wrong with one schedule stays with it
-            _record_broken(schedule, slot, error, now)
+        except Exception as error:
+            _record_broken(schedule, slot, "could not make a task", error, now)
             fired = Fired.BROKEN
         else:
             _enqueue(func, args, kwargs, slot, now)
             fired = Fired.ENQUEUED
-        if not _move_on(schedule, slot, now):
+        if not _move_on(schedule, slot, upcoming):
             return Fired.STALE  # a concurrent delivery of this wake-up moved it first
     _plan_next(slot.schedule_id, _cluster_of(schedule), now)
     return fired
@@ -276,12 +283,14 @@ def _enqueue(
     )
 
 
-def _record_broken(schedule: Any, slot: Slot, error: Exception, now: datetime) -> None:
-    """A Failure row for the slot, where the admin shows why the schedule made no task."""
+def _record_broken(
+    schedule: Any, slot: Slot, problem: str, error: Exception, now: datetime
+) -> None:
+    """A Failure row for the slot, where the admin shows what is wrong with the schedule."""
     from django_q.humanhash import humanize
     from django_q.models import Task
 
-    reason = f"Schedule {schedule.name or schedule.pk} could not make a task: {error!r}"
+    reason = f"Schedule {schedule.name or schedule.pk} {problem}: {error!r}"
     logger.error("%s", reason)
     Task.objects.update_or_create(
         id=slot.task_id,
@@ -302,27 +311,33 @@ def _record_broken(schedule: Any, slot: Slot, error: Exception, now: datetime) -
     )
 
 
-def _move_on(schedule: Any, slot: Slot, now: datetime) -> bool:
-    """Advance the schedule past ``slot``, or end it, as django-q does; False if it had moved.
+def _upcoming(schedule: Any, slot: Slot, now: datetime) -> datetime | None:
+    """The schedule's next run after ``slot``; None for a ONCE schedule."""
+    if schedule.schedule_type == schedule.ONCE:
+        return None
+    return next_slot(schedule, slot.time, now)
 
-    The update is conditional on the row as it was read: on databases without row
-    locks (SQLite), two deliveries of one wake-up cannot both move it.
-    """
-    as_read = type(schedule).objects.filter(
+
+def _as_read(schedule: Any, slot: Slot) -> Any:
+    """The schedule's row, if it is still as it was read: updates through this are
+    conditional, so that on databases without row locks (SQLite) two deliveries of one
+    wake-up cannot both move the schedule on."""
+    return type(schedule).objects.filter(
         pk=schedule.pk, next_run=slot.time, repeats=schedule.repeats
     )
-    if schedule.schedule_type == schedule.ONCE:
+
+
+def _move_on(schedule: Any, slot: Slot, upcoming: datetime | None) -> bool:
+    """Advance the schedule past ``slot``, or end it, as django-q does; False if it had moved."""
+    as_read = _as_read(schedule, slot)
+    if upcoming is None:
         if schedule.repeats < 0:
             return bool(as_read.delete()[0])
         return bool(as_read.update(repeats=0, task=slot.task_id))
     repeats = max(schedule.repeats, -1)
     if repeats > 0:
         repeats -= 1
-    return bool(
-        as_read.update(
-            next_run=next_slot(schedule, slot.time, now), repeats=repeats, task=slot.task_id
-        )
-    )
+    return bool(as_read.update(next_run=upcoming, repeats=repeats, task=slot.task_id))
 
 
 def _plan_next(schedule_id: int, cluster: str, now: datetime) -> None:

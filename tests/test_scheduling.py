@@ -229,6 +229,16 @@ def test_a_broken_schedule_records_a_failure_and_moves_on(cloud_tasks, field, va
     assert cloud_tasks.tasks() == []
 
 
+def test_a_schedule_whose_next_run_cannot_be_worked_out_records_why_and_stops(cloud_tasks):
+    schedule = make_schedule(schedule_type=Schedule.CRON, cron="0 3 * * *")
+    Schedule.objects.filter(pk=schedule.pk).update(cron="not a cron line")
+    slot = slot_of(schedule)
+    assert fire(slot) is Fired.BROKEN
+    assert "could not work out its next run" in Failure.objects.get(id=slot.task_id).result
+    assert Schedule.objects.get(pk=schedule.pk).repeats == 0
+    assert tick().due == 0
+
+
 def test_a_schedule_for_a_cluster_q_cluster_does_not_define_is_broken(cloud_tasks):
     slot = slot_of(make_schedule(kwargs="q_options={'cluster': 'nowhere'}"))
     assert fire(slot) is Fired.BROKEN
