@@ -39,10 +39,10 @@ def tests(session: nox.Session, django: str, django_q2: str) -> None:
 
 @nox.session(python="3.11")
 def slow(session: nox.Session) -> None:
-    """The slow tests, once, against each database."""
+    """The slow tests, once, against each database; -rP shows what they measured."""
     session.install(PACKAGE, *TEST_DEPENDENCIES)
     for database in DATABASES:
-        session.run("pytest", "-m", "slow", *session.posargs, env={"DJQ_TEST_DB": database})
+        session.run("pytest", "-m", "slow", "-rP", *session.posargs, env={"DJQ_TEST_DB": database})
 
 
 @nox.session(python="3.11")
