@@ -112,7 +112,9 @@ class TickReport:
 def tick(*, now: datetime | None = None, lookahead: timedelta = LOOKAHEAD) -> TickReport:
     """One scheduler pass: a wake-up for every schedule with a slot before ``now + lookahead``.
 
-    Safe to run at any time, as often as wanted and from many processes at once.
+    Safe to run at any time, as often as wanted and from many processes at once. When
+    Cloud Tasks refuses a queue's first wake-up, the queue's other schedules are reported
+    failed without waiting for each in turn: the next tick tries again.
     """
     from django_q.models import Schedule
 
@@ -125,13 +127,17 @@ def tick(*, now: datetime | None = None, lookahead: timedelta = LOOKAHEAD) -> Ti
             .exclude(repeats=0)
             .values_list("pk", "next_run")
         )
+        unreachable: str | None = None
         for schedule_id, next_run in due:
             report.due += 1
+            if unreachable:  # wake-ups differ only in their slot: the next would fail too
+                report.failed[schedule_id] = unreachable
+                continue
             try:
                 report.created += wake_up(Slot(schedule_id, next_run), queue, now=now)
             except EnqueueError as error:
-                logger.error("Could not plan schedule %s: %s", schedule_id, error)
-                report.failed[schedule_id] = str(error)
+                logger.error("Could not plan the schedules of %s: %s", queue.queue_path, error)
+                report.failed[schedule_id] = unreachable = str(error)
     return report
 
 

@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -150,10 +151,15 @@ def test_the_tick_plans_the_due_schedules_and_reports(paused_cloud_tasks, delive
 
 def test_a_tick_that_cannot_reach_cloud_tasks_answers_500_to_be_retried(deliver, configure):
     configure(emulator_host="127.0.0.1:9", enqueue_timeout=1, issuers=[ISSUER])
-    Schedule.objects.create(func="math.floor", args="1.5", next_run=timezone.now())
+    for _ in range(20):
+        Schedule.objects.create(func="math.floor", args="1.5", next_run=timezone.now())
+    started = time.monotonic()
     response = deliver(b"", path="/_tasks/tick/")
     assert response.status_code == 500
-    assert "emulator at 127.0.0.1:9" in next(iter(response.json()["failed"].values()))
+    failed = response.json()["failed"]
+    assert len(failed) == 20
+    assert all("emulator at 127.0.0.1:9" in error for error in failed.values())
+    assert time.monotonic() - started < 10  # one enqueue_timeout, not one per schedule
 
 
 def test_a_wake_up_fires_its_slot(paused_cloud_tasks, deliver):
