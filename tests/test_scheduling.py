@@ -21,6 +21,7 @@ from django_q.signing import SignedPackage
 
 from django_q_cloudtasks import scheduling
 from django_q_cloudtasks.scheduling import Fired, Slot, fire, next_slot, tick
+from tests.support.crashes import fire_killed_before_commit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -154,23 +155,11 @@ def test_a_slot_fires_once_however_often_its_wake_up_arrives(cloud_tasks):
     assert len([t for t in cloud_tasks.tasks() if t.name.endswith(slot.task_id)]) == 1
 
 
-class Killed(BaseException):
-    """The process dies here: nothing after this line runs, the transaction is lost."""
-
-
-def test_a_firing_killed_between_enqueue_and_commit_enqueues_once_when_retried(
-    cloud_tasks, monkeypatch
-):
+def test_a_firing_killed_between_enqueue_and_commit_enqueues_once_when_retried(cloud_tasks):
     schedule = make_schedule()
     slot = slot_of(schedule)
 
-    def die(*args: Any) -> bool:
-        raise Killed
-
-    with monkeypatch.context() as patched:
-        patched.setattr(scheduling, "_move_on", die)
-        with pytest.raises(Killed):
-            fire(slot)
+    fire_killed_before_commit(slot)
     assert Schedule.objects.get(pk=schedule.pk).next_run == slot.time  # rolled back
     assert len(cloud_tasks.tasks()) == 1  # but the task was in Cloud Tasks
 

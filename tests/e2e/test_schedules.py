@@ -14,10 +14,10 @@ import pytest
 from django.utils import timezone
 from django_q.models import Failure, Schedule, Success
 
-from django_q_cloudtasks import scheduling
 from django_q_cloudtasks.scheduling import Slot, fire, tick
 from tests.conftest import wait_for
 from tests.e2e.conftest import start_command
+from tests.support.crashes import fire_killed_before_commit
 
 pytestmark = pytest.mark.e2e
 
@@ -88,24 +88,12 @@ def test_a_broken_schedule_fails_alone(e2e, tmp_path):
         assert broken.next_run > timezone.now()  # moved on like the others
 
 
-class Killed(BaseException):
-    """The process dies here: nothing after this line runs, the transaction is lost."""
-
-
-def test_a_firing_killed_after_enqueue_and_before_commit_runs_its_task_once(
-    e2e, tmp_path, monkeypatch
-):
+def test_a_firing_killed_after_enqueue_and_before_commit_runs_its_task_once(e2e, tmp_path):
     trace = tmp_path / "runs"
     schedule = appending_schedule(trace)
     slot = Slot(schedule.pk, schedule.next_run)
 
-    def die(*args: Any) -> bool:
-        raise Killed
-
-    with monkeypatch.context() as patched:
-        patched.setattr(scheduling, "_move_on", die)
-        with pytest.raises(Killed):
-            fire(slot)
+    fire_killed_before_commit(slot)
     wait_for(lambda: runs(trace), timeout=60)  # the task was enqueued, and ran
 
     fire(slot)  # the wake-up, retried, enqueues the same task again
