@@ -113,6 +113,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
             content_type=CONTENT_TYPE,
             deadline=qs.deadline_for(qs.timeout if timeout is None else timeout),
             schedule_time=schedule_time,
+            task_id=task_id,
         )
         return task_id
 
@@ -234,12 +235,14 @@ def create_http_task(
     content_type: str,
     deadline: int,
     schedule_time: datetime | None = None,
+    task_id: str | None = None,
 ) -> bool:
     """Create one named HTTP task in ``qs``'s queue, signed with its OIDC identity.
 
     Transient errors are retried for up to ``enqueue_timeout``: safely, because the task
     is named. Returns False when a task of that name exists already, which counts as
-    done: an earlier attempt, or a concurrent caller, created it.
+    done: an earlier attempt, or a concurrent caller, created it. ``task_id``, the
+    django-q task the Cloud Task is for (default: ``name``), is what an error names.
     """
     from google.api_core import exceptions, retry
 
@@ -287,13 +290,13 @@ def create_http_task(
         logger.debug("Task %s already exists in %s", name, qs.queue_path)
         return False
     except exceptions.RetryError as error:
-        raise _enqueue_error(qs, name, error.cause or error) from error
+        raise _enqueue_error(qs, task_id or name, error.cause or error) from error
     except exceptions.GoogleAPICallError as error:
-        raise _enqueue_error(qs, name, error) from error
+        raise _enqueue_error(qs, task_id or name, error) from error
     return True
 
 
-def _enqueue_error(qs: QueueSettings, name: str, error: BaseException) -> EnqueueError:
+def _enqueue_error(qs: QueueSettings, task_id: str, error: BaseException) -> EnqueueError:
     from google.api_core import exceptions
 
     hints: list[tuple[type[BaseException], str]] = [
@@ -320,7 +323,7 @@ def _enqueue_error(qs: QueueSettings, name: str, error: BaseException) -> Enqueu
     ]
     hint = next((text for kind, text in hints if isinstance(error, kind)), "")
     return EnqueueError(
-        f"Could not enqueue task {name} to Cloud Tasks queue {qs.queue_path}: {error}. {hint}".strip(),
+        f"Could not enqueue task {task_id} to Cloud Tasks queue {qs.queue_path}: {error}. {hint}".strip(),
         queue_path=qs.queue_path,
-        task_id=name,
+        task_id=task_id,
     )

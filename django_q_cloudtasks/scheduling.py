@@ -153,6 +153,7 @@ def wake_up(slot: Slot, queue: QueueSettings, *, now: datetime) -> bool:
         content_type=WAKE_UP_CONTENT_TYPE,
         deadline=WAKE_UP_DEADLINE,
         schedule_time=slot.time if slot.time > now else None,
+        task_id=slot.task_id,
     )
 
 

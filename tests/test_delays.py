@@ -11,6 +11,7 @@ from django_q.signing import SignedPackage
 
 from django_q_cloudtasks import async_task_after
 from django_q_cloudtasks.delays import HOP, MAX_SCHEDULE_AHEAD, arrived_early, next_hop, resolve
+from django_q_cloudtasks.exceptions import EnqueueError
 from tests.support.packages import make_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,3 +122,12 @@ def test_the_receiver_runs_the_last_hop(deliver):
     task = make_task("math.copysign", 2, -2, run_after=timezone.now() + timedelta(seconds=30))
     assert deliver(task).json()["status"] == "succeeded"
     assert Success.objects.get(id=task["id"]).result == -2.0
+
+
+def test_an_enqueue_error_names_the_django_q_task_not_the_hop(configure):
+    configure(emulator_host="127.0.0.1:9", enqueue_timeout=1)
+    with pytest.raises(EnqueueError) as raised:
+        async_task_after(timedelta(days=45), "math.copysign", 2, -2)
+    assert len(raised.value.task_id) == 32
+    assert "-" not in raised.value.task_id
+    assert f"task {raised.value.task_id} to" in str(raised.value)
