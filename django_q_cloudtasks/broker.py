@@ -299,7 +299,7 @@ def create_http_task(
 def _enqueue_error(qs: QueueSettings, task_id: str, error: BaseException) -> EnqueueError:
     from google.api_core import exceptions
 
-    hints: list[tuple[type[BaseException], str]] = [
+    hints: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
         (
             exceptions.NotFound,
             f"The queue does not exist. Create it: gcloud tasks queues create {qs.queue} "
@@ -316,7 +316,7 @@ def _enqueue_error(qs: QueueSettings, task_id: str, error: BaseException) -> Enq
             + ".",
         ),
         (
-            exceptions.ServiceUnavailable,
+            (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded),
             f"Cloud Tasks did not answer within {qs.enqueue_timeout:g} s"
             + (f"; is the emulator at {qs.emulator_host} running?" if qs.emulator_host else "."),
         ),

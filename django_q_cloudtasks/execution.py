@@ -4,23 +4,25 @@
 ``get`` and ``put``. Handing them a one-task mailbox runs exactly that task inside the
 request, with everything django-q does around it: the pre_execute and post_execute
 signals, the timeout, hooks, chains, groups, cached results and the Success or Failure
-row. The receipt around the run keeps a task from running twice.
+row. The receipt around the run keeps a task from running twice; its lease, renewed while
+the task runs (``leases.py``), lets a retry take over from a delivery that died.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .conf import QueueSettings, queue_settings
-from .models import Claim, Receipt
+from django.utils import timezone
 
-# How long a claim outlives the dispatch deadline before another delivery may take over.
-LEASE_GRACE = timedelta(seconds=60)
+from .conf import QueueSettings, queue_settings
+from .leases import LEASE, keeper
+from .models import Claim, Receipt
 
 
 class Verdict(enum.Enum):
@@ -73,23 +75,28 @@ def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
     """
     queue = queue_settings(task.get("cluster"))
     task["cluster"] = queue.cluster  # the Task row records the cluster that ran it
-    task_id = task["id"]
-    lease = timedelta(seconds=queue.deadline_for(task.get("timeout", queue.timeout))) + LEASE_GRACE
-
-    claim = Receipt.objects.claim(task_id, queue.cluster, lease)
+    task_id, holder = task["id"], uuid.uuid4().hex
+    claim = Receipt.objects.claim(task_id, queue.cluster, holder, LEASE)
     if claim is Claim.BUSY:
         return Outcome(Verdict.BUSY, task_id, queue.cluster)
-    if claim is Claim.DONE or (claim is Claim.RESUMED and _succeeded_before(task_id)):
-        Receipt.objects.finish(task_id)
+    if claim is Claim.DONE:
+        return Outcome(Verdict.DUPLICATE, task_id, queue.cluster)
+    if claim is Claim.RESUMED and _succeeded_before(task_id):
+        Receipt.objects.finish(task_id, holder)
         return Outcome(Verdict.DUPLICATE, task_id, queue.cluster)
 
-    with _released_on_error(task_id):
+    # Past the dispatch deadline Cloud Tasks has retried already: stop holding the claim.
+    deadline = timedelta(seconds=queue.deadline_for(task.get("timeout", queue.timeout)))
+    with (
+        _released_on_error(task_id, holder),
+        keeper.holding(task_id, holder, until=timezone.now() + deadline),
+    ):
         _run(task, queue)
         outcome = _judge(task, queue, previous_attempts)
     if outcome.done:
-        Receipt.objects.finish(task_id)
+        Receipt.objects.finish(task_id, holder)
     else:
-        Receipt.objects.release(task_id)
+        Receipt.objects.release(task_id, holder)
     return outcome
 
 
@@ -134,10 +141,11 @@ def _succeeded_before(task_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def _released_on_error(task_id: str) -> Iterator[None]:
+def _released_on_error(task_id: str, holder: str) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        with contextlib.suppress(Exception):  # the database may be what failed
-            Receipt.objects.release(task_id)
+        # The database may be what failed: then the lease, no longer renewed, runs out.
+        with contextlib.suppress(Exception):
+            Receipt.objects.release(task_id, holder)
         raise

@@ -2,7 +2,10 @@
 
 Cloud Tasks delivers at least once: the same task can arrive again after it succeeded,
 or twice at the same moment. Before running a task the receiver claims its receipt; the
-database's primary key makes that claim atomic across processes and machines.
+database's primary key makes that claim atomic across processes and machines. Each claim
+has its own ``holder`` token: only the delivery holding the claim may renew, finish or
+release it, so a delivery that stalled past its lease cannot undo the work of the one
+that took over.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class Claim(enum.Enum):
 
 
 class ReceiptManager(models.Manager["Receipt"]):
-    def claim(self, task_id: str, cluster: str, lease: timedelta) -> Claim:
+    def claim(self, task_id: str, cluster: str, holder: str, lease: timedelta) -> Claim:
         now = timezone.now()
         try:
             with transaction.atomic(using=router.db_for_write(Receipt)):
@@ -39,6 +42,7 @@ class ReceiptManager(models.Manager["Receipt"]):
                     task_id=task_id,
                     cluster=cluster,
                     state=Receipt.State.RUNNING,
+                    holder=holder,
                     lease_until=now + lease,
                     updated=now,
                 )
@@ -53,6 +57,7 @@ class ReceiptManager(models.Manager["Receipt"]):
             )
             .update(
                 state=Receipt.State.RUNNING,
+                holder=holder,
                 lease_until=now + lease,
                 deliveries=models.F("deliveries") + 1,
                 updated=now,
@@ -63,14 +68,25 @@ class ReceiptManager(models.Manager["Receipt"]):
         state = self.filter(task_id=task_id).values_list("state", flat=True).first()
         return Claim.DONE if state == Receipt.State.DONE else Claim.BUSY
 
-    def finish(self, task_id: str) -> None:
-        self.filter(task_id=task_id).update(state=Receipt.State.DONE, updated=timezone.now())
+    def renew(self, holders: dict[str, str], lease: timedelta) -> int:
+        """Extend the leases of claims still held (task id -> holder); returns how many."""
+        now = timezone.now()
+        return self.filter(task_id__in=holders, holder__in=holders.values()).update(
+            lease_until=now + lease, updated=now
+        )
+
+    def finish(self, task_id: str, holder: str) -> None:
+        self.filter(task_id=task_id, holder=holder).update(
+            state=Receipt.State.DONE, updated=timezone.now()
+        )
         if random.random() < PRUNE_PROBABILITY:
             self.prune()
 
-    def release(self, task_id: str) -> None:
+    def release(self, task_id: str, holder: str) -> None:
         """Let the next delivery of this task run it again."""
-        self.filter(task_id=task_id).update(state=Receipt.State.RETRY, updated=timezone.now())
+        self.filter(task_id=task_id, holder=holder).update(
+            state=Receipt.State.RETRY, updated=timezone.now()
+        )
 
     def prune(self) -> int:
         """Delete receipts of tasks that finished longer ago than Cloud Tasks keeps tasks."""
@@ -89,6 +105,7 @@ class Receipt(models.Model):
     task_id = models.CharField(primary_key=True, max_length=100)
     cluster = models.CharField(max_length=100)
     state = models.CharField(max_length=10, choices=State.choices)
+    holder = models.CharField(max_length=32)
     lease_until = models.DateTimeField()
     deliveries = models.PositiveIntegerField(default=1)
     updated = models.DateTimeField(db_index=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -62,7 +62,12 @@ def google_endpoint(view: Callable[[HttpRequest], JsonResponse]) -> Callable[...
         except CertificatesUnavailable as error:
             logger.error("Cannot verify calls to %s: %s", request.path, error)
             return _answer(500, error="The token certificates could not be fetched; retry later.")
-        return view(request)
+        try:
+            return view(request)
+        except DatabaseError as error:
+            # Nothing was marked done: the retry finds the task where this call left it.
+            logger.error("The database failed during a call to %s: %s", request.path, error)
+            return _answer(500, error="The database is unavailable; retry later.")
 
     return authenticated
 

@@ -31,6 +31,7 @@ def held_by_another_delivery(task: dict, lease_left: timedelta) -> None:
         task_id=task["id"],
         cluster="tests",
         state=Receipt.State.RUNNING,
+        holder="another-delivery",
         lease_until=timezone.now() + lease_left,
         updated=timezone.now(),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.core import signing
 from django.core.signing import TimestampSigner
+from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
 from django_q.conf import Conf
@@ -186,3 +187,13 @@ def test_a_wake_up_not_signed_by_this_project_gets_400(deliver, body):
     body = body.encode() if isinstance(body, str) else body
     response = deliver(body, path="/_tasks/schedule/")
     assert response.status_code == 400
+
+
+def test_a_database_failure_answers_500_to_be_retried(deliver, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("django_q_cloudtasks.models.Receipt.objects.claim", unavailable)
+    response = deliver(make_task("math.copysign", 2, -2))
+    assert response.status_code == 500
+    assert response.json() == {"error": "The database is unavailable; retry later."}

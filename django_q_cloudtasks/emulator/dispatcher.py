@@ -5,6 +5,11 @@ values as recorded from the real service), the task's own headers and body, and 
 token when the task asks for one. The request times out at the task's dispatch deadline.
 A 2xx answer deletes the task; anything else, or no answer, schedules a retry with the
 queue's backoff until its retry config gives up.
+
+Cloud Tasks delivers at least once: now and then the same attempt arrives twice, even at
+the same moment. ``duplicates`` makes that happen on every attempt, so that a project can
+watch its tasks stay once-only: each attempt is sent that many times, all at once or one
+after another, and the first 2xx answer (else the first answer) is the attempt's.
 """
 
 from __future__ import annotations
@@ -28,10 +33,22 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 
 
 class Dispatcher:
-    def __init__(self, store: Store, identity: Identity, *, max_workers: int = 64) -> None:
+    def __init__(
+        self,
+        store: Store,
+        identity: Identity,
+        *,
+        max_workers: int = 64,
+        duplicates: int = 1,
+        duplicates_at_once: bool = True,
+    ) -> None:
+        if duplicates < 1:
+            raise ValueError(f"duplicates must be 1 or more, not {duplicates}.")
         self.store = store
         self.identity = identity
         self.max_workers = max_workers
+        self.duplicates = duplicates
+        self.duplicates_at_once = duplicates_at_once
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="emulator-dispatch")
         self._in_flight = 0
         self._stopping = False
@@ -63,7 +80,7 @@ class Dispatcher:
 
     def _attempt(self, dispatch: Dispatch) -> None:
         try:
-            attempt = self.send(dispatch)
+            attempt = self._send_copies(dispatch) if self.duplicates > 1 else self.send(dispatch)
         except Exception as error:  # never lose the task to a bug in sending it
             logger.exception("Dispatching %s failed", dispatch.task.name)
             attempt = Attempt(dispatch.schedule_time, time.time(), time.time(), None, repr(error))
@@ -83,6 +100,15 @@ class Dispatcher:
             dispatch.queue_id,
             dispatch.retry_count + 1,
         )
+
+    def _send_copies(self, dispatch: Dispatch) -> Attempt:
+        if self.duplicates_at_once:
+            with ThreadPoolExecutor(self.duplicates) as copies:
+                attempts = list(copies.map(self.send, [dispatch] * self.duplicates))
+        else:
+            attempts = [self.send(dispatch) for _ in range(self.duplicates)]
+        succeeded = (a for a in attempts if a.http_status and 200 <= a.http_status < 300)
+        return next(succeeded, attempts[0])
 
     def headers(self, dispatch: Dispatch) -> dict[str, str]:
         """The request headers of one attempt, as Cloud Tasks sends them."""

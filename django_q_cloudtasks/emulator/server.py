@@ -23,7 +23,8 @@ class Emulator:
     """A local Cloud Tasks on ``host:port`` (gRPC), with certificates on ``port + 1``.
 
     ``state_path`` keeps queues, tasks, recently used names and the signing key in a file,
-    so a restart loses nothing; without it, state lives in memory.
+    so a restart loses nothing; without it, state lives in memory. ``duplicates`` sends
+    every attempt that many times (see ``dispatcher.py``).
     """
 
     def __init__(
@@ -34,6 +35,8 @@ class Emulator:
         state_path: Path | None = None,
         max_workers: int = 64,
         dedup_window: float = DEFAULT_DEDUP_WINDOW,
+        duplicates: int = 1,
+        duplicates_at_once: bool = True,
     ) -> None:
         self.address = f"{host}:{port}"
         self.issuer, self.certs_url = emulator_identity(self.address)
@@ -46,7 +49,13 @@ class Emulator:
         self.identity = Identity(self.issuer, private_pem)
         if self._journal and private_pem is None:
             self._journal.keep_signing_key(self.identity.private_pem)
-        self.dispatcher = Dispatcher(self.store, self.identity, max_workers=max_workers)
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.identity,
+            max_workers=max_workers,
+            duplicates=duplicates,
+            duplicates_at_once=duplicates_at_once,
+        )
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="emulator-api"),
             # Without this a second emulator could bind the same port and share its calls.

@@ -8,10 +8,11 @@ which sends none. That one pins protobuf<5, so it gets a virtualenv of its own u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,12 @@ def third_party_emulator_executable() -> Path:
 
 
 def _start_emulator(
-    kind: str, port: int, server_port: int, request: pytest.FixtureRequest, log: Path
+    kind: str,
+    port: int,
+    server_port: int,
+    request: pytest.FixtureRequest,
+    log: Path,
+    options: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """The built-in emulator also calls the server's tick every minute, as in production."""
     if kind == "built-in":
@@ -59,6 +65,7 @@ def _start_emulator(
             "django",
             "cloudtasks_emulator",
             f"127.0.0.1:{port}",
+            *options,
         ]
     else:
         executable = request.getfixturevalue("third_party_emulator_executable")
@@ -81,27 +88,35 @@ def _start_emulator(
     )
 
 
-@pytest.fixture(scope="session", params=["built-in", "gcloud-tasks-emulator"])
-def live_stack(
+@contextlib.contextmanager
+def running_stack(
+    emulator: str,
     request: pytest.FixtureRequest,
-    django_db_setup: Any,
-    django_db_blocker: Any,
-    tmp_path_factory: Any,
+    logs: Path,
+    *,
+    emulator_options: Sequence[str] = (),
+    workers: int = 2,
+    database_port: int | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Start an emulator and a 2-worker gunicorn serving the test project on its test database."""
-    with django_db_blocker.unblock():
-        database_name = str(connection.settings_dict["NAME"])
+    """An emulator, and a gunicorn serving the test project on the test database.
+
+    ``database_port`` points the server at PostgreSQL through a test's proxy.
+    """
+    database_name = str(connection.settings_dict["NAME"])
     server_port, emulator_port = free_port(), free_port_pair()
     stack = {
-        "emulator": request.param,
+        "emulator": emulator,
         "emulator_host": f"127.0.0.1:{emulator_port}",
         "url": f"http://127.0.0.1:{server_port}/_tasks/",
+        "database": database_name,
+        "logs": str(logs),
     }
-    logs = tmp_path_factory.mktemp("logs")
-    emulator = _start_emulator(
-        request.param, emulator_port, server_port, request, logs / "emulator.log"
+    emulator_process = _start_emulator(
+        emulator, emulator_port, server_port, request, logs / "emulator.log", emulator_options
     )
     env = _project_env(stack, database_name)
+    if database_port is not None:
+        env["DJQ_DB_PORT"] = str(database_port)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -111,9 +126,11 @@ def live_stack(
             "-b",
             f"127.0.0.1:{server_port}",
             "-w",
-            "2",
+            str(workers),
             "--timeout",
             "120",
+            "--access-logfile",
+            "-",
         ],
         env=env,
         cwd=ROOT,
@@ -121,18 +138,32 @@ def live_stack(
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for_port(emulator_port, emulator)
+        wait_for_port(emulator_port, emulator_process)
         wait_for_port(server_port, server)
-        stack["database"] = database_name
         yield stack
     finally:
-        for process in (server, emulator):
+        for process in (server, emulator_process):
             process.terminate()
-        for process in (server, emulator):
+        for process in (server, emulator_process):
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(scope="session", params=["built-in", "gcloud-tasks-emulator"])
+def live_stack(
+    request: pytest.FixtureRequest,
+    django_db_setup: Any,
+    django_db_blocker: Any,
+    tmp_path_factory: Any,
+) -> Iterator[dict[str, str]]:
+    """Each emulator, and a 2-worker gunicorn, for the whole test session."""
+    with (
+        django_db_blocker.unblock(),
+        running_stack(request.param, request, tmp_path_factory.mktemp("logs")) as stack,
+    ):
+        yield stack
 
 
 def _project_env(stack: dict[str, str], database_name: str) -> dict[str, str]:

@@ -43,9 +43,15 @@ def golden(name: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[Emulator]:
+def emulator_options() -> dict[str, Any]:
+    """Keyword arguments of the ``emulator`` fixture's Emulator; override to change them."""
+    return {}
+
+
+@pytest.fixture
+def emulator(emulator_options: dict[str, Any]) -> Iterator[Emulator]:
     """A fresh emulator with one empty queue, QUEUE, run with Cloud Tasks' defaults."""
-    with Emulator(port=free_port_pair(), dedup_window=600) as running:
+    with Emulator(port=free_port_pair(), dedup_window=600, **emulator_options) as running:
         running.ensure_queue(QUEUE)
         yield running
 

@@ -3,6 +3,7 @@
 Environment:
   DJQ_TEST_DB        sqlite (default) or postgres (127.0.0.1:5432, trust auth)
   DJQ_DB_NAME        the database a live server uses: the test database of the test run
+  DJQ_DB_PORT        PostgreSQL's port for a live server (a test's proxy in front of it)
   DJQ_RECEIVER_URL   where Cloud Tasks delivers: the live server's receiver URL
   DJQ_VERIFY_TOKEN   0 for an emulator that sends no ID tokens (the third-party one)
   CLOUD_TASKS_EMULATOR_HOST  read by the package itself: emulator mode
@@ -35,7 +36,7 @@ if os.environ.get("DJQ_TEST_DB", "sqlite") == "postgres":
             "ENGINE": "django.db.backends.postgresql",
             "NAME": os.environ.get("DJQ_DB_NAME", "test"),
             "HOST": "127.0.0.1",
-            "PORT": 5432,
+            "PORT": int(os.environ.get("DJQ_DB_PORT", 5432)),
             "USER": os.environ.get("PGUSER", "postgres"),
             "ATOMIC_REQUESTS": True,
         }
@@ -74,6 +75,7 @@ Q_CLUSTER = {
 
 LOGGING = {
     "version": 1,
+    "disable_existing_loggers": False,  # gunicorn's access log, in the live servers
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_q_cloudtasks": {"handlers": ["console"], "level": "INFO"}},
 }

@@ -1,6 +1,8 @@
 """Task functions the tests enqueue. Each leaves a trace in a file it is given, so a test
 counts executions, not deliveries."""
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -46,3 +48,31 @@ def stamp(path: str) -> float:
     started = time.time()
     append(path, f"{started}\n")
     return started
+
+
+def note_pid_then_sleep(path: str, seconds: float) -> float:
+    """Appends this process's id, one line per run, then sleeps: a task to kill mid-run."""
+    append(path, f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return seconds
+
+
+def run_until_released(path: str) -> str:
+    """Appends a line per run, then waits until ``PATH.go`` exists (at most 60 s)."""
+    append(path, "ran\n")
+    go = Path(f"{path}.go")
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "released"
+
+
+def count_saves(task: Any) -> None:
+    """A django-q hook, called each time the Task row is saved: counts the saves."""
+    append(f"{task.args[0]}.saves", "s")
+
+
+def die_after_saving(task: Any) -> None:
+    """A django-q hook: the result is saved, and the process dies before it can answer."""
+    count_saves(task)
+    os.kill(os.getpid(), signal.SIGKILL)

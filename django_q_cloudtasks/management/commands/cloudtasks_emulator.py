@@ -71,10 +71,25 @@ class Command(BaseCommand):
             default=DEFAULT_DEDUP_WINDOW,
             help="Seconds a finished or deleted task's name stays taken (default: %(default)g).",
         )
+        parser.add_argument(
+            "--duplicates",
+            type=int,
+            default=1,
+            metavar="N",
+            help="Deliver every attempt N times at once, as Cloud Tasks now and then delivers "
+            "a task twice: your tasks should still run once (default: 1).",
+        )
+        parser.add_argument(
+            "--duplicates-in-a-row",
+            action="store_true",
+            help="Send the --duplicates copies one after another instead of at once.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from ...emulator import Emulator
 
+        if options["duplicates"] < 1:
+            raise CommandError("--duplicates must be 1 or more.")
         address = options["address"] or self._configured_address() or DEFAULT_ADDRESS
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
@@ -91,6 +106,8 @@ class Command(BaseCommand):
                 state_path=options["state"],
                 max_workers=options["max_workers"],
                 dedup_window=options["dedup_window"],
+                duplicates=options["duplicates"],
+                duplicates_at_once=not options["duplicates_in_a_row"],
             )
         except OSError as error:
             raise CommandError(str(error)) from error
@@ -106,6 +123,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  queue {queue}{' (created)' if queue in created else ''}")
         if ticker:
             self.stdout.write(f"  tick: POST {ticker.url} every {ticker.every:g} s")
+        if options["duplicates"] > 1:
+            how = "one after another" if options["duplicates_in_a_row"] else "at once"
+            self.stdout.write(f"  every attempt delivered {options['duplicates']} times, {how}")
         self.stdout.write(
             f"Point Django at it with {EMULATOR_ENV}={emulator.address}. Quit with CONTROL-C."
         )

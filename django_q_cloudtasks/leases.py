@@ -1,0 +1,90 @@
+"""Keeping the claims of running tasks alive, so that a dead delivery's claim expires soon.
+
+A receipt in state RUNNING carries a lease: until it runs out, other deliveries of the
+task are turned away. While a task runs, one thread per process renews the lease of every
+task the process is running. A process that dies, or loses its database, stops renewing,
+so its claim runs out within ``LEASE`` and the next delivery takes the task over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+# How long a claim holds without renewal: the longest a dead delivery blocks a retry.
+LEASE = timedelta(seconds=30)
+# Renewals per lease: two may fail (a database hiccup) before the lease runs out.
+RENEW_EVERY = LEASE.total_seconds() / 3
+
+
+@dataclass(frozen=True)
+class _Held:
+    holder: str
+    until: datetime  # renewals stop here: Cloud Tasks gave up on the delivery long ago
+
+
+class LeaseKeeper:
+    """Renews the leases of the tasks this process is running, from one thread."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def holding(self, task_id: str, holder: str, *, until: datetime) -> Iterator[None]:
+        """Keep ``holder``'s claim on ``task_id`` alive while the block runs, up to ``until``."""
+        with self._lock:
+            self._held[task_id] = _Held(holder, until)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._renew_while_held, name="cloudtasks-leases", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(task_id, None)
+
+    def _renew_while_held(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(RENEW_EVERY):
+            with self._lock:
+                now = timezone.now()
+                due = {
+                    task_id: held.holder for task_id, held in self._held.items() if held.until > now
+                }
+                if not self._held:
+                    self._thread = None  # the next holding() starts a new thread
+                    return
+            if due:
+                self._renew(due)
+
+    @staticmethod
+    def _renew(holders: dict[str, str]) -> None:
+        from .models import Receipt
+
+        try:
+            renewed = Receipt.objects.renew(holders, LEASE)
+            if renewed < len(holders):
+                logger.warning(
+                    "%d running task(s) lost their claim: another delivery may run them too.",
+                    len(holders) - renewed,
+                )
+        except Exception as error:  # the next round tries again; the lease has room for it
+            logger.warning("Could not renew the claims of running tasks: %s", error)
+        finally:
+            connection.close()  # this thread's own connection: hold none between rounds
+
+
+keeper = LeaseKeeper()
