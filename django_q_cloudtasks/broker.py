@@ -18,7 +18,7 @@ from django_q.brokers import Broker
 from django_q.humanhash import humanize
 from django_q.signing import SignedPackage
 
-from . import delays
+from . import delays, payloads
 from .client import get_beta_client, get_client
 from .conf import QueueSettings, main_cluster_name, queue_settings
 from .exceptions import EnqueueError
@@ -26,8 +26,6 @@ from .exceptions import EnqueueError
 logger = logging.getLogger("django_q_cloudtasks")
 
 CONTENT_TYPE = "application/vnd.django-q.package"
-# Cloud Tasks refuses tasks over 1 MiB, headers and all; keep room for the headers.
-MAX_BODY_BYTES = 1024 * 1024 - 16 * 1024
 # qmonitor polls queue_size() every second; List and Get calls are rate-limited.
 STATS_TTL_SECONDS = 5.0
 # A qcluster that calls dequeue() on this push-only broker sleeps this long per call.
@@ -79,7 +77,8 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         The Cloud Tasks task is named after the django-q id, so a CreateTask retried after
         a lost answer finds its first copy (ALREADY_EXISTS) instead of making a second.
         A package whose ``run_after`` lies beyond Cloud Tasks' 30 days is sent to arrive
-        earlier, and the receiver sends it on again (see ``delays.py``).
+        earlier, and the receiver sends it on again (see ``delays.py``). A package over
+        Cloud Tasks' 1 MiB is kept in the database and sent by reference (``payloads.py``).
         """
         package = SignedPackage.loads(task)  # our own package, signed a moment ago
         changes: dict[str, Any] = {}
@@ -93,28 +92,35 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
             package.update(changes)
             task = SignedPackage.dumps(package)
         task_id: str = package["id"]
-        body = task.encode()
-        if len(body) > MAX_BODY_BYTES:
+        body, content_type = task.encode(), CONTENT_TYPE
+        qs = self.settings
+        if len(body) > qs.max_package_bytes:
             raise EnqueueError(
-                f"Task {task_id} ({package['func']!r}) is {len(body):,} bytes signed; Cloud Tasks "
-                f"accepts at most {MAX_BODY_BYTES:,}. Pass a reference to the data (a primary key, "
-                "a storage path) instead of the data itself.",
-                queue_path=self.settings.queue_path,
+                f"Task {task_id} ({package['func']!r}) is {len(body):,} bytes signed, over the "
+                f"limit of {qs.max_package_bytes:,} (max_package_bytes). Pass a reference to "
+                "the data (a primary key, a storage path) instead of the data itself.",
+                queue_path=qs.queue_path,
                 task_id=task_id,
             )
+        if len(body) > payloads.MAX_TASK_BODY_BYTES:
+            body, content_type = payloads.store(task_id, task), payloads.REFERENCE_CONTENT_TYPE
         name, schedule_time = delays.next_hop(task_id, package.get("run_after"), timezone.now())
-        qs = self.settings
         timeout = package.get("timeout")
-        create_http_task(
-            qs,
-            name=name,
-            url=qs.url,
-            body=body,
-            content_type=CONTENT_TYPE,
-            deadline=qs.deadline_for(qs.timeout if timeout is None else timeout),
-            schedule_time=schedule_time,
-            task_id=task_id,
-        )
+        try:
+            create_http_task(
+                qs,
+                name=name,
+                url=qs.url,
+                body=body,
+                content_type=content_type,
+                deadline=qs.deadline_for(qs.timeout if timeout is None else timeout),
+                schedule_time=schedule_time,
+                task_id=task_id,
+            )
+        except EnqueueError:
+            if content_type == payloads.REFERENCE_CONTENT_TYPE:
+                payloads.discard(task_id)  # not enqueued means not run: a stray task finds nothing
+            raise
         return task_id
 
     def dequeue(self) -> None:

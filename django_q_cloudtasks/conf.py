@@ -46,6 +46,8 @@ MAX_DISPATCH_DEADLINE = 1800
 DEFAULT_DISPATCH_DEADLINE = 600
 # Time the receiver needs after a timed-out task to save its Failure and answer.
 DISPATCH_MARGIN = 15
+# The biggest signed package enqueued; those over Cloud Tasks' 1 MiB go by reference.
+DEFAULT_MAX_PACKAGE_BYTES = 32 * 1024 * 1024
 
 QUEUE_KEYS = frozenset(
     {
@@ -58,6 +60,7 @@ QUEUE_KEYS = frozenset(
         "emulator_host",
         "dispatch_deadline",
         "enqueue_timeout",
+        "max_package_bytes",
     }
 )
 # Keys about the receiver endpoint: one endpoint serves every cluster, so they live in
@@ -87,6 +90,7 @@ class QueueSettings:
     ack_failures: bool
     dispatch_deadline: int | None
     enqueue_timeout: float
+    max_package_bytes: int
 
     @property
     def queue_path(self) -> str:
@@ -364,6 +368,13 @@ def _build_queue_settings(
         or enqueue_timeout <= 0
     ):
         raise _invalid("enqueue_timeout", "must be a positive number of seconds")
+    max_package_bytes = cloud_tasks.get("max_package_bytes", DEFAULT_MAX_PACKAGE_BYTES)
+    if (
+        not isinstance(max_package_bytes, int)
+        or isinstance(max_package_bytes, bool)
+        or max_package_bytes <= 0
+    ):
+        raise _invalid("max_package_bytes", "must be a positive number of bytes")
 
     return QueueSettings(
         cluster=cluster,
@@ -379,6 +390,7 @@ def _build_queue_settings(
         ack_failures=bool(q.get("ack_failures", False)),
         dispatch_deadline=deadline,
         enqueue_timeout=float(enqueue_timeout),
+        max_package_bytes=max_package_bytes,
     )
 
 

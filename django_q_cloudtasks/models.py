@@ -1,4 +1,5 @@
-"""Receipts: which django-q tasks a receiver has taken, so that none runs twice.
+"""Receipts: which django-q tasks a receiver has taken, so that none runs twice; and
+payloads: packages too big for a Cloud Task, waiting for their delivery (``payloads.py``).
 
 Cloud Tasks delivers at least once: the same task can arrive again after it succeeded,
 or twice at the same moment. Before running a task the receiver claims its receipt; the
@@ -18,9 +19,9 @@ from django.db import IntegrityError, models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-# Cloud Tasks keeps a task at most 31 days: no duplicate of an older one can arrive.
-RECEIPT_RETENTION = timedelta(days=32)
-# Each finished task deletes expired receipts with this probability.
+# Cloud Tasks keeps a task at most 31 days: no delivery of an older one can arrive.
+RETENTION = timedelta(days=32)
+# Each finished task deletes expired receipts and payloads with this probability.
 PRUNE_PROBABILITY = 0.002
 
 
@@ -80,20 +81,13 @@ class ReceiptManager(models.Manager["Receipt"]):
             state=Receipt.State.DONE, updated=timezone.now()
         )
         if random.random() < PRUNE_PROBABILITY:
-            self.prune()
+            prune()
 
     def release(self, task_id: str, holder: str) -> None:
         """Let the next delivery of this task run it again."""
         self.filter(task_id=task_id, holder=holder).update(
             state=Receipt.State.RETRY, updated=timezone.now()
         )
-
-    def prune(self) -> int:
-        """Delete receipts of tasks that finished longer ago than Cloud Tasks keeps tasks."""
-        deleted, _ = self.filter(
-            state=Receipt.State.DONE, updated__lt=timezone.now() - RECEIPT_RETENTION
-        ).delete()
-        return deleted
 
 
 class Receipt(models.Model):
@@ -117,3 +111,24 @@ class Receipt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} ({self.state})"
+
+
+class Payload(models.Model):
+    task_id = models.CharField(primary_key=True, max_length=100)
+    package = models.TextField()  # a signed django-q package: ASCII
+    created = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "task payload"
+
+    def __str__(self) -> str:
+        return f"{self.task_id} ({len(self.package):,} bytes)"
+
+
+def prune() -> int:
+    """Delete receipts of tasks finished, and payloads stored, longer ago than Cloud Tasks
+    keeps a task; returns how many rows went."""
+    expired = timezone.now() - RETENTION
+    receipts, _ = Receipt.objects.filter(state=Receipt.State.DONE, updated__lt=expired).delete()
+    payloads, _ = Payload.objects.filter(created__lt=expired).delete()
+    return receipts + payloads

@@ -23,7 +23,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import delays, scheduling
+from . import delays, payloads, scheduling
 from .auth import AuthenticationFailed, CertificatesUnavailable, authenticate
 from .conf import receiver_settings
 from .exceptions import EnqueueError
@@ -74,15 +74,25 @@ def google_endpoint(view: Callable[[HttpRequest], JsonResponse]) -> Callable[...
 
 @google_endpoint
 def receive(request: HttpRequest) -> JsonResponse:
+    by_reference = request.content_type == payloads.REFERENCE_CONTENT_TYPE
     try:
-        task = decode(request.body)
-    except BadPackage as error:
+        package = payloads.load(request.body)[1].encode() if by_reference else request.body
+        task = decode(package)
+    except payloads.PayloadPending as error:
+        logger.warning("A task delivery came early: %s", error)
+        return _answer(500, error=str(error))
+    except payloads.PayloadGone as error:
+        logger.error("Abandoned a task delivery: %s", error)
+        return _answer(200, status="abandoned", error=str(error))
+    except (BadPackage, payloads.BadReference) as error:
         logger.error("Refused a task delivery: %s", error)
         return _answer(400, error=str(error))
 
     if delays.arrived_early(task):
-        return _forward(request.body, task)
+        return _forward(package, task)
     outcome = execute(task, previous_attempts=_retry_count(request))
+    if by_reference and outcome.done:
+        payloads.discard(outcome.task_id)
     return _answer(STATUS[outcome.verdict], **_describe(outcome))
 
 

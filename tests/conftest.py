@@ -57,6 +57,7 @@ def deliver(client: Client, signing_key: SigningKey, verifying: CertsServer) -> 
         token: str | None = "valid",
         retries: int = 0,
         path: str = "/_tasks/",
+        content_type: str = CONTENT_TYPE,
     ) -> Any:
         headers = {"X-CloudTasks-TaskRetryCount": str(retries)}
         if token == "valid":
@@ -64,7 +65,7 @@ def deliver(client: Client, signing_key: SigningKey, verifying: CertsServer) -> 
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         body = sign(task) if isinstance(task, dict) else task
-        return client.post(path, data=body, content_type=CONTENT_TYPE, headers=headers)
+        return client.post(path, data=body, content_type=content_type, headers=headers)
 
     return post
 

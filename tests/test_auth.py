@@ -4,14 +4,18 @@ Tokens are signed with a key made for the run and verified by google-auth agains
 certificate endpoint served on loopback. Every refused request runs nothing.
 """
 
+import hashlib
+import hmac
 import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from django_q.models import Task
 
 from tests.support.packages import make_task
-from tests.support.tokens import SigningKey
+from tests.support.tokens import SigningKey, forged_token, valid_claims
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,6 +74,52 @@ def test_a_tampered_signature_is_refused(deliver, signing_key, traced_task):
     flipped = signature[:-6] + ("AAAAAA" if signature[-6:] != "AAAAAA" else "BBBBBB")
     response = deliver(traced_task, token=f"{header}.{payload}.{flipped}")
     assert response.status_code == 401
+    assert not ran(traced_task)
+
+
+def hs256_with(secret: bytes):
+    return lambda signing_input: hmac.new(secret, signing_input, hashlib.sha256).digest()
+
+
+def public_key_pem(key: SigningKey) -> bytes:
+    certificate = x509.load_pem_x509_certificate(key.certificate_pem)
+    return certificate.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(
+            lambda key: forged_token({"alg": "none", "typ": "JWT"}, valid_claims()), id="alg-none"
+        ),
+        pytest.param(
+            lambda key: forged_token({"alg": "none", "kid": key.kid}, valid_claims()),
+            id="alg-none-known-kid",
+        ),
+        pytest.param(
+            lambda key: forged_token(
+                {"alg": "HS256", "kid": key.kid}, valid_claims(), hs256_with(public_key_pem(key))
+            ),
+            id="hs256-signed-with-the-public-key",
+        ),
+        pytest.param(
+            lambda key: forged_token(
+                {"alg": "HS256", "kid": key.kid}, valid_claims(), hs256_with(key.certificate_pem)
+            ),
+            id="hs256-signed-with-the-certificate",
+        ),
+        pytest.param(lambda key: SigningKey.generate("unknown-kid").token(), id="unknown-kid"),
+        pytest.param(
+            lambda key: forged_token({"alg": "RS256"}, valid_claims(), lambda _: b"x" * 256),
+            id="no-kid",
+        ),
+    ],
+)
+def test_a_forged_token_is_refused(deliver, signing_key, traced_task, forge):
+    response = deliver(traced_task, token=forge(signing_key))
+    assert response.status_code == 401, response.content
     assert not ran(traced_task)
 
 

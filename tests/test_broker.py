@@ -109,9 +109,10 @@ def test_an_unreachable_service_raises_within_the_enqueue_timeout(configure):
     assert time.monotonic() - started < 15
 
 
-def test_a_package_over_the_size_limit_is_refused_before_any_call(cloud_tasks):
+def test_a_package_over_the_size_limit_is_refused_before_any_call(cloud_tasks, configure):
+    configure(max_package_bytes=1000)
     with pytest.raises(EnqueueError, match="Pass a reference"):
-        async_task("tests.project.tasks.echo", "x" * broker_module.MAX_BODY_BYTES)
+        async_task("tests.project.tasks.echo", os.urandom(1000))
     assert cloud_tasks.calls == []
 
 

@@ -3,6 +3,8 @@
 No qcluster runs: every result below was produced by the receiver view under gunicorn.
 """
 
+import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from django_q.tasks import async_chain, async_task, fetch, result, result_group
 
 from django_q_cloudtasks.broker import CONTENT_TYPE
 from django_q_cloudtasks.client import get_client
+from django_q_cloudtasks.models import Payload
 from tests.conftest import wait_for
 from tests.support.packages import make_task, sign
 
@@ -23,6 +26,13 @@ def test_async_task_becomes_a_success_row(e2e):
     assert result(task_id, wait=20_000) == -2.0
     task = fetch(task_id)
     assert (task.success, task.attempt_count, task.cluster) == (True, 1, "tests")
+
+
+def test_a_task_with_5_mb_of_arguments_runs_and_its_payload_is_cleaned_up(e2e):
+    data = os.urandom(5 * 1000 * 1000)  # over Cloud Tasks' 1 MiB even compressed
+    task_id = async_task("tests.project.tasks.digest", data)
+    assert result(task_id, wait=30_000) == hashlib.sha256(data).hexdigest()
+    wait_for(lambda: not Payload.objects.filter(task_id=task_id).exists())
 
 
 def test_a_failing_task_is_retried_until_max_attempts_then_left_alone(e2e, tmp_path):

@@ -1,6 +1,7 @@
 """Task functions the tests enqueue. Each leaves a trace in a file it is given, so a test
 counts executions, not deliveries."""
 
+import hashlib
 import os
 import signal
 import time
@@ -76,3 +77,7 @@ def die_after_saving(task: Any) -> None:
     """A django-q hook: the result is saved, and the process dies before it can answer."""
     count_saves(task)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -3,6 +3,7 @@ and the certificate endpoint that publishes that key, served over real HTTP on l
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -42,20 +43,35 @@ class SigningKey:
 
     def token(self, **claims: Any) -> str:
         """A token like Cloud Tasks sends; keyword arguments replace claims (None drops one)."""
-        now = int(time.time())
-        payload = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "email": SERVICE_ACCOUNT,
-            "email_verified": True,
-            "sub": "1234567890",
-            "iat": now,
-            "exp": now + 3600,
-        }
-        payload.update(claims)
-        payload = {k: v for k, v in payload.items() if v is not None}
         signer = crypt.RSASigner.from_string(self.private_pem, key_id=self.kid)
-        return jwt.encode(signer, payload).decode()
+        return jwt.encode(signer, valid_claims(**claims)).decode()
+
+
+def valid_claims(**claims: Any) -> dict[str, Any]:
+    """The claims of a token Cloud Tasks sends; keyword arguments replace them (None drops one)."""
+    now = int(time.time())
+    payload = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "email": SERVICE_ACCOUNT,
+        "email_verified": True,
+        "sub": "1234567890",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    payload.update(claims)
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def forged_token(header: dict[str, Any], claims: dict[str, Any], sign: Any = None) -> str:
+    """A JWT put together by hand: ``sign(signing_input) -> bytes`` makes its signature."""
+
+    def encode(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{encode(json.dumps(header).encode())}.{encode(json.dumps(claims).encode())}"
+    signature = sign(signing_input.encode()) if sign else b""
+    return f"{signing_input}.{encode(signature)}"
 
 
 @dataclass
