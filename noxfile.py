@@ -19,8 +19,16 @@ MATRIX = [
     ("3.12", "6.0", "1.11"),
     ("3.13", "6.1", "1.11"),
 ]
-# croniter: django-q's cron schedules; the scheduler extra: cloudtasks_scheduler_job.
-TEST_DEPENDENCIES = ["pytest", "pytest-django", "gunicorn", "psycopg[binary]", "croniter"]
+# croniter: django-q's cron schedules; hypothesis: the fuzz test; the scheduler extra:
+# cloudtasks_scheduler_job.
+TEST_DEPENDENCIES = [
+    "pytest",
+    "pytest-django",
+    "gunicorn",
+    "psycopg[binary]",
+    "croniter",
+    "hypothesis",
+]
 PACKAGE = ".[scheduler]"
 DATABASES = ["sqlite", "postgres"]
 

@@ -1,5 +1,6 @@
-"""Receipts: which django-q tasks a receiver has taken, so that none runs twice; and
-payloads: packages too big for a Cloud Task, waiting for their delivery (``payloads.py``).
+"""Receipts: which django-q tasks a receiver has taken, so that none runs twice;
+payloads: packages too big for a Cloud Task, waiting for their delivery (``payloads.py``);
+dead letters: deliveries that can never run, kept so that none vanishes unseen.
 
 Cloud Tasks delivers at least once: the same task can arrive again after it succeeded,
 or twice at the same moment. Before running a task the receiver claims its receipt; the
@@ -123,6 +124,25 @@ class Payload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} ({len(self.package):,} bytes)"
+
+
+class DeadLetter(models.Model):
+    """An authenticated delivery whose body this project cannot read: signed with a key it
+    no longer has, or not a task at all. Answered 2xx so that Cloud Tasks stops retrying."""
+
+    received = models.DateTimeField(db_index=True)
+    path = models.CharField(max_length=200)
+    queue = models.CharField(max_length=500, blank=True)
+    cloud_task = models.CharField(max_length=500, blank=True)
+    reason = models.TextField()
+    content_type = models.CharField(max_length=200, blank=True)
+    body = models.BinaryField()
+
+    class Meta:
+        verbose_name = "dead letter"
+
+    def __str__(self) -> str:
+        return f"{self.cloud_task or self.pk}: {self.reason}"
 
 
 def prune() -> int:

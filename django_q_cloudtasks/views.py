@@ -20,6 +20,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -85,8 +86,7 @@ def receive(request: HttpRequest) -> JsonResponse:
         logger.error("Abandoned a task delivery: %s", error)
         return _answer(200, status="abandoned", error=str(error))
     except (BadPackage, payloads.BadReference) as error:
-        logger.error("Refused a task delivery: %s", error)
-        return _answer(400, error=str(error))
+        return _reject(request, error)
 
     if delays.arrived_early(task):
         return _forward(package, task)
@@ -101,8 +101,7 @@ def fire_schedule(request: HttpRequest) -> JsonResponse:
     try:
         slot = scheduling.Slot.unsign(request.body)
     except scheduling.BadSlot as error:
-        logger.error("Refused a schedule wake-up: %s", error)
-        return _answer(400, error=str(error))
+        return _reject(request, error)
     try:
         fired = scheduling.fire(slot)
     except EnqueueError as error:
@@ -125,19 +124,33 @@ def tick(request: HttpRequest) -> JsonResponse:
 
 
 def decode(body: bytes) -> dict[str, Any]:
-    """Verify the signature, then unpickle. A body that fails the signature is never unpickled."""
-    from django_q.signing import BadSignature, SignedPackage
+    """Verify the signature, then unpickle. A body that fails the signature is never unpickled.
+
+    django-q signs with ``SECRET_KEY`` only; packages signed before a key rotation are
+    accepted when the old key is in ``SECRET_KEY_FALLBACKS``, as Django's own signing does.
+    """
+    from django.conf import settings
+    from django.core import signing
+    from django_q.conf import Conf
+    from django_q.signing import PickleSerializer
 
     try:
         text = body.decode("ascii")
     except UnicodeDecodeError:
         raise BadPackage("The body is not a signed django-q package.") from None
     try:
-        task = SignedPackage.loads(text)
-    except BadSignature:
+        task = signing.loads(
+            text,
+            key=settings.SECRET_KEY,
+            fallback_keys=settings.SECRET_KEY_FALLBACKS,
+            salt=Conf.PREFIX,
+            serializer=PickleSerializer,
+        )
+    except signing.BadSignature:
         raise BadPackage(
-            "The body's signature does not match this project's SECRET_KEY: it was not "
-            "enqueued by this project, or the key changed since."
+            "The body's signature matches neither SECRET_KEY nor SECRET_KEY_FALLBACKS: it was "
+            "not enqueued by this project, or the key changed since and the old one is not "
+            "in SECRET_KEY_FALLBACKS."
         ) from None
     except Exception as error:  # signed by us, yet unreadable: a bug, not an attack
         raise BadPackage(f"A signed package could not be read: {error!r}") from error
@@ -158,6 +171,30 @@ def _forward(body: bytes, task: dict[str, Any]) -> JsonResponse:
     return _answer(
         200, status="forwarded", task=task["id"], run_after=task["run_after"].isoformat()
     )
+
+
+def _reject(request: HttpRequest, error: Exception) -> JsonResponse:
+    """An authenticated delivery that can never run: retrying cannot change that, so keep
+    it as a dead letter and answer 2xx, which stops Cloud Tasks' retries."""
+    from .models import DeadLetter
+
+    letter = DeadLetter.objects.create(
+        received=timezone.now(),
+        path=request.path[:200],
+        queue=request.headers.get("X-CloudTasks-QueueName", "")[:500],
+        cloud_task=request.headers.get("X-CloudTasks-TaskName", "")[:500],
+        reason=str(error),
+        content_type=(request.content_type or "")[:200],
+        body=request.body,
+    )
+    logger.error(
+        "Rejected a delivery to %s (Cloud Task %r), kept as dead letter %s: %s",
+        request.path,
+        letter.cloud_task,
+        letter.pk,
+        error,
+    )
+    return _answer(200, status="rejected", error=str(error), dead_letter=letter.pk)
 
 
 def _retry_count(request: HttpRequest) -> int:

@@ -70,6 +70,19 @@ def deliver(client: Client, signing_key: SigningKey, verifying: CertsServer) -> 
     return post
 
 
+def assert_rejected(response: Any, reason: str = "") -> Any:
+    """The delivery was answered 2xx "rejected" (no retry), kept as a dead letter, run never."""
+    from django_q_cloudtasks.models import DeadLetter
+
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert answer["status"] == "rejected"
+    assert reason in answer["error"]
+    letter = DeadLetter.objects.get(pk=answer["dead_letter"])
+    assert letter.reason == answer["error"]
+    return letter
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
     """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ from django_q.tasks import async_task
 from django_q_cloudtasks import async_task_after, payloads
 from django_q_cloudtasks.exceptions import EnqueueError
 from django_q_cloudtasks.models import Payload, prune
+from tests.conftest import assert_rejected
 from tests.project.tasks import LeavesATrace
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -100,8 +101,7 @@ def test_a_payload_swapped_after_enqueue_is_refused_unread(deliver, tmp_path):
     swapped = SignedPackage.dumps(LeavesATrace(str(canary)))  # signed, yet not the one sent
     Payload.objects.filter(task_id="t1").update(package=swapped)
     response = deliver(body, content_type=payloads.REFERENCE_CONTENT_TYPE)
-    assert response.status_code == 400
-    assert "is not the one sent" in response.json()["error"]
+    assert_rejected(response, "is not the one sent")
     assert not canary.exists()
 
 
@@ -116,9 +116,8 @@ def test_a_payload_swapped_after_enqueue_is_refused_unread(deliver, tmp_path):
         "\u00e9".encode(),
     ],
 )
-def test_a_reference_this_project_did_not_sign_is_refused(deliver, body):
-    response = deliver(body, content_type=payloads.REFERENCE_CONTENT_TYPE)
-    assert response.status_code == 400
+def test_a_reference_this_project_did_not_sign_is_rejected(deliver, body):
+    assert_rejected(deliver(body, content_type=payloads.REFERENCE_CONTENT_TYPE))
 
 
 def test_a_big_task_forwarded_towards_its_time_keeps_its_payload(

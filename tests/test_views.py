@@ -18,8 +18,10 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import Schedule, Success
 
+from django_q_cloudtasks.broker import CONTENT_TYPE
 from django_q_cloudtasks.scheduling import Slot
 from django_q_cloudtasks.views import BadPackage, decode
+from tests.conftest import assert_rejected
 from tests.project.tasks import LeavesATrace
 from tests.support.packages import make_task, sign
 from tests.support.tokens import ISSUER
@@ -59,20 +61,48 @@ def test_the_canary_leaves_a_trace_when_unpickled(canary):
     ],
 )
 def test_a_forged_body_is_refused_and_never_unpickled(deliver, canary, forge):
-    response = deliver(forge(LeavesATrace(str(canary))))
-    assert response.status_code == 400
+    body = forge(LeavesATrace(str(canary)))
+    letter = assert_rejected(deliver(body))
     assert not canary.exists()
+    assert bytes(letter.body) == body  # kept as it came, for a look or a replay
 
 
 @pytest.mark.parametrize("body", [b"", b"\xff\xfe", b"{}", b"a:b:c"])
-def test_a_body_that_is_no_package_gets_400(deliver, body):
-    assert deliver(body).status_code == 400
+def test_a_body_that_is_no_package_is_rejected(deliver, body):
+    assert_rejected(deliver(body))
 
 
-def test_a_signed_object_that_is_not_a_task_gets_400(deliver):
-    response = deliver(signed_with(Conf.SECRET_KEY, {"not": "a task"}))
-    assert response.status_code == 400
-    assert "not a django-q task" in response.json()["error"]
+def test_a_signed_object_that_is_not_a_task_is_rejected(deliver):
+    assert_rejected(deliver(signed_with(Conf.SECRET_KEY, {"not": "a task"})), "not a django-q task")
+
+
+def test_a_rejected_delivery_records_which_cloud_task_it_was(client, signing_key, verifying):
+    response = client.post(
+        "/_tasks/",
+        data=b"garbage",
+        content_type=CONTENT_TYPE,
+        headers={
+            "Authorization": f"Bearer {signing_key.token()}",
+            "X-CloudTasks-QueueName": "tests",
+            "X-CloudTasks-TaskName": "0123abcd",
+        },
+    )
+    letter = assert_rejected(response)
+    assert (letter.queue, letter.cloud_task, letter.path) == ("tests", "0123abcd", "/_tasks/")
+
+
+@pytest.mark.parametrize("fallbacks", [["old-key"], ["another-key", "old-key"]])
+def test_a_task_signed_with_a_key_in_secret_key_fallbacks_runs(deliver, settings, fallbacks):
+    body = signed_with("old-key", make_task("math.copysign", 2, -2))
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-key", fallbacks
+    assert deliver(body).json()["status"] == "succeeded"
+
+
+def test_a_task_signed_with_a_key_no_longer_known_is_rejected_once(deliver, settings, canary):
+    body = signed_with("old-key", LeavesATrace(str(canary)))
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-key", []
+    assert_rejected(deliver(body), "SECRET_KEY_FALLBACKS")
+    assert not canary.exists()
 
 
 def test_an_unauthenticated_body_is_not_even_decoded(deliver, canary):
@@ -183,10 +213,9 @@ def test_a_wake_up_fires_its_slot(paused_cloud_tasks, deliver):
         ),
     ],
 )
-def test_a_wake_up_not_signed_by_this_project_gets_400(deliver, body):
+def test_a_wake_up_not_signed_by_this_project_is_rejected(deliver, body):
     body = body.encode() if isinstance(body, str) else body
-    response = deliver(body, path="/_tasks/schedule/")
-    assert response.status_code == 400
+    assert_rejected(deliver(body, path="/_tasks/schedule/"))
 
 
 def test_a_database_failure_answers_500_to_be_retried(deliver, monkeypatch):

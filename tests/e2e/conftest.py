@@ -12,6 +12,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from django_q_cloudtasks.client import get_client
 from tests.support.ports import free_port, free_port_pair, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,10 +99,12 @@ def running_stack(
     emulator_options: Sequence[str] = (),
     workers: int = 2,
     database_port: int | None = None,
+    server_env: dict[str, str] | None = None,
 ) -> Iterator[dict[str, str]]:
     """An emulator, and a gunicorn serving the test project on the test database.
 
-    ``database_port`` points the server at PostgreSQL through a test's proxy.
+    ``database_port`` points the server at PostgreSQL through a test's proxy;
+    ``server_env`` adds to the server's environment.
     """
     database_name = str(connection.settings_dict["NAME"])
     server_port, emulator_port = free_port(), free_port_pair()
@@ -117,6 +121,7 @@ def running_stack(
     env = _project_env(stack, database_name)
     if database_port is not None:
         env["DJQ_DB_PORT"] = str(database_port)
+    env.update(server_env or {})
     server = subprocess.Popen(
         [
             sys.executable,
@@ -197,3 +202,56 @@ def e2e(
     """This test enqueues into the emulator, which delivers to the live server."""
     configure(url=live_stack["url"], emulator_host=live_stack["emulator_host"])
     return live_stack
+
+
+class Trace:
+    """Files a task writes: one line per run, one character per save of its result row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def runs(self) -> list[str]:
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    @property
+    def saves(self) -> int:
+        saves = Path(f"{self.path}.saves")
+        return len(saves.read_text()) if saves.exists() else 0
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Trace:
+    return Trace(tmp_path / "trace")
+
+
+def answers(stack: dict[str, str]) -> list[int]:
+    """The status of every request the receiver answered, in order."""
+    log = Path(stack["logs"], "server.log").read_text()
+    return [
+        int(line.split('" ')[1].split()[0]) for line in log.splitlines() if "POST /_tasks/ " in line
+    ]
+
+
+def queue_is_empty(stack: dict[str, str]) -> bool:
+    return not list(get_client(stack["emulator_host"]).list_tasks(parent=f"{PARENT}/tests"))
+
+
+@pytest.fixture
+def start_stack(
+    request: pytest.FixtureRequest, tmp_path: Path, configure: Callable[..., None]
+) -> Iterator[Callable[..., dict[str, str]]]:
+    """``start_stack(**options)`` starts a stack on the built-in emulator for this test (see
+    ``running_stack`` for the options), and has the test enqueue into it."""
+    with contextlib.ExitStack() as stacks:
+
+        def start(**options: Any) -> dict[str, str]:
+            logs = Path(tempfile.mkdtemp(prefix="logs-", dir=tmp_path))
+            stack = stacks.enter_context(running_stack("built-in", request, logs, **options))
+            configure(url=stack["url"], emulator_host=stack["emulator_host"])
+            return stack
+
+        yield start

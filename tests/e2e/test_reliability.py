@@ -9,23 +9,19 @@ through gunicorn's access log.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import signal
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.db import connection
 from django_q.models import Success, Task
 from django_q.tasks import async_task
 
-from django_q_cloudtasks.client import get_client
 from tests.conftest import wait_for
-from tests.e2e.conftest import PARENT, running_stack
+from tests.e2e.conftest import answers, queue_is_empty
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -36,67 +32,13 @@ WORKERS = 4
 TAKE_OVER_TIMEOUT = 120
 
 
-class Trace:
-    """Files a task writes: one line per run, one character per save of its result row."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    @property
-    def runs(self) -> list[str]:
-        return self.path.read_text().splitlines() if self.path.exists() else []
-
-    @property
-    def saves(self) -> int:
-        saves = Path(f"{self.path}.saves")
-        return len(saves.read_text()) if saves.exists() else 0
-
-
-@pytest.fixture
-def trace(tmp_path: Path) -> Trace:
-    return Trace(tmp_path / "trace")
-
-
-def answers(stack: dict[str, str]) -> list[int]:
-    """The status of every request the receiver answered, in order."""
-    log = Path(stack["logs"], "server.log").read_text()
-    return [
-        int(line.split('" ')[1].split()[0]) for line in log.splitlines() if "POST /_tasks/ " in line
-    ]
-
-
-def queue_is_empty(stack: dict[str, str]) -> bool:
-    return not list(get_client(stack["emulator_host"]).list_tasks(parent=f"{PARENT}/tests"))
-
-
-@pytest.fixture
-def start_stack(
-    request: pytest.FixtureRequest, tmp_path: Path, configure: Callable[..., None]
-) -> Iterator[Callable[..., dict[str, str]]]:
-    """Start a stack for this test, and enqueue into it."""
-    with contextlib.ExitStack() as stacks:
-
-        def start(**options: Any) -> dict[str, str]:
-            logs = Path(tempfile.mkdtemp(prefix="logs-", dir=tmp_path))
-            stack = stacks.enter_context(
-                running_stack("built-in", request, logs, workers=WORKERS, **options)
-            )
-            configure(url=stack["url"], emulator_host=stack["emulator_host"])
-            return stack
-
-        yield start
-
-
 @pytest.mark.parametrize(
     "how",
     [["--duplicates", "20"], ["--duplicates", "20", "--duplicates-in-a-row"]],
     ids=["at-once", "in-a-row"],
 )
 def test_a_task_delivered_20_times_runs_once_and_saves_its_result_once(how, start_stack, trace):
-    stack = start_stack(emulator_options=how)
+    stack = start_stack(workers=WORKERS, emulator_options=how)
     # A task that takes a second: copies arrive while it runs, and after it finished.
     task_id = async_task(
         "tests.project.tasks.note_pid_then_sleep",
@@ -116,7 +58,7 @@ def test_a_task_delivered_20_times_runs_once_and_saves_its_result_once(how, star
 
 
 def test_a_receiver_killed_mid_task_is_retried_into_one_success(start_stack, trace):
-    stack = start_stack()
+    stack = start_stack(workers=WORKERS)
     task_id = async_task(
         "tests.project.tasks.note_pid_then_sleep",
         str(trace),
@@ -139,7 +81,7 @@ def test_a_receiver_killed_mid_task_is_retried_into_one_success(start_stack, tra
 def test_a_receiver_that_dies_after_saving_its_result_does_not_run_the_task_again(
     start_stack, trace
 ):
-    stack = start_stack()
+    stack = start_stack(workers=WORKERS)
     task_id = async_task(
         "tests.project.tasks.append",
         str(trace),
@@ -167,7 +109,7 @@ def database_proxy() -> Iterator[TcpProxy]:
 def test_the_database_gone_while_the_result_is_saved_gets_500_then_one_saved_result(
     start_stack, database_proxy, trace
 ):
-    stack = start_stack(database_port=database_proxy.port)
+    stack = start_stack(workers=WORKERS, database_port=database_proxy.port)
     task_id = async_task(
         "tests.project.tasks.run_until_released", str(trace), hook="tests.project.tasks.count_saves"
     )

@@ -4,6 +4,7 @@ Environment:
   DJQ_TEST_DB        sqlite (default) or postgres (127.0.0.1:5432, trust auth)
   DJQ_DB_NAME        the database a live server uses: the test database of the test run
   DJQ_DB_PORT        PostgreSQL's port for a live server (a test's proxy in front of it)
+  DJQ_SECRET_KEY, DJQ_SECRET_KEY_FALLBACKS (comma-separated): a live server's keys
   DJQ_RECEIVER_URL   where Cloud Tasks delivers: the live server's receiver URL
   DJQ_VERIFY_TOKEN   0 for an emulator that sends no ID tokens (the third-party one)
   CLOUD_TASKS_EMULATOR_HOST  read by the package itself: emulator mode
@@ -14,7 +15,10 @@ import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
-SECRET_KEY = "tests-only-secret-key-do-not-use-elsewhere"
+SECRET_KEY = os.environ.get("DJQ_SECRET_KEY", "tests-only-secret-key-do-not-use-elsewhere")
+SECRET_KEY_FALLBACKS = [
+    key for key in os.environ.get("DJQ_SECRET_KEY_FALLBACKS", "").split(",") if key
+]
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 USE_TZ = True
