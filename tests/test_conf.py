@@ -72,6 +72,8 @@ def test_emulator_mode_fills_in_the_rest_and_verifies_the_emulators_tokens(confi
         ({"dispatch_deadline": 20}, "E007", "timeout 20 s"),
         ({"service_account_email": "not-an-email"}, "E011", "not an e-mail"),
         ({"enqueue_timeout": 0}, "E011", "positive"),
+        ({"max_package_bytes": 0}, "E011", "positive number of bytes"),
+        ({"max_package_bytes": "32MB"}, "E011", "positive number of bytes"),
         ({"emulator_host": "http://127.0.0.1:8123"}, "E011", "HOST:PORT"),
     ],
 )

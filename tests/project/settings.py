@@ -64,6 +64,7 @@ Q_CLUSTER = {
     "broker_class": "django_q_cloudtasks.CloudTasksBroker",
     "timeout": 20,
     "max_attempts": 3,
+    "save_limit": 0,  # keep every result: the tests count them
     "cloud_tasks": {
         "project": "test-project",
         "location": "europe-west1",
