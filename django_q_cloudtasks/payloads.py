@@ -59,8 +59,8 @@ def store(task_id: str, package: str) -> bytes:
     return signing.dumps(reference, salt=REFERENCE_SALT, compress=False).encode()
 
 
-def load(body: bytes) -> tuple[str, str]:
-    """The task id and signed package a reference body points to."""
+def load(body: bytes) -> str:
+    """The signed package a reference body points to."""
     from .models import Payload
 
     reference = _unsign(body)
@@ -79,7 +79,7 @@ def load(body: bytes) -> tuple[str, str]:
         )
     if _digest(package) != reference["sha256"]:
         raise BadReference(f"The stored package of task {reference['task']} is not the one sent.")
-    return reference["task"], package
+    return package
 
 
 def discard(task_id: str) -> None:

@@ -7,7 +7,9 @@
 * ``fire_schedule``: Cloud Tasks delivers a schedule's wake-up here at its slot.
 * ``tick``: Cloud Scheduler calls it every minute to plan the coming slots.
 
-429 and 503 are never used: Cloud Tasks slows the whole queue down for those.
+An authenticated delivery whose body can never run (another key, not a task) is kept as
+a ``DeadLetter`` and answered 2xx: retrying could not change the answer. 429 and 503 are
+never used: Cloud Tasks slows the whole queue down for those.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def google_endpoint(view: Callable[[HttpRequest], JsonResponse]) -> Callable[...
 def receive(request: HttpRequest) -> JsonResponse:
     by_reference = request.content_type == payloads.REFERENCE_CONTENT_TYPE
     try:
-        package = payloads.load(request.body)[1].encode() if by_reference else request.body
+        package = payloads.load(request.body).encode() if by_reference else request.body
         task = decode(package)
     except payloads.PayloadPending as error:
         logger.warning("A task delivery came early: %s", error)
@@ -138,11 +140,12 @@ def decode(body: bytes) -> dict[str, Any]:
         text = body.decode("ascii")
     except UnicodeDecodeError:
         raise BadPackage("The body is not a signed django-q package.") from None
+    fallback_keys: list[str | bytes] = list(settings.SECRET_KEY_FALLBACKS)
     try:
         task = signing.loads(
             text,
             key=settings.SECRET_KEY,
-            fallback_keys=settings.SECRET_KEY_FALLBACKS,
+            fallback_keys=fallback_keys,
             salt=Conf.PREFIX,
             serializer=PickleSerializer,
         )
