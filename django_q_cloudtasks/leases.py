@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,16 +58,16 @@ class LeaseKeeper:
                 self._held.pop(task_id, None)
 
     def _renew_while_held(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(RENEW_EVERY):
+        while True:
+            time.sleep(RENEW_EVERY)
             with self._lock:
+                if not self._held:
+                    self._thread = None  # the next holding() starts a new thread
+                    return
                 now = timezone.now()
                 due = {
                     task_id: held.holder for task_id, held in self._held.items() if held.until > now
                 }
-                if not self._held:
-                    self._thread = None  # the next holding() starts a new thread
-                    return
             if due:
                 self._renew(due)
 
