@@ -19,8 +19,8 @@ MATRIX = [
     ("3.12", "6.0", "1.11"),
     ("3.13", "6.1", "1.11"),
 ]
-# croniter: django-q's cron schedules; hypothesis: the fuzz test; the scheduler extra:
-# cloudtasks_scheduler_job.
+# croniter: django-q's cron schedules; hypothesis: the fuzz test; playwright: the admin in
+# Chromium; redis: the cache live servers share; the scheduler extra: cloudtasks_scheduler_job.
 TEST_DEPENDENCIES = [
     "pytest",
     "pytest-django",
@@ -28,6 +28,8 @@ TEST_DEPENDENCIES = [
     "psycopg[binary]",
     "croniter",
     "hypothesis",
+    "playwright",
+    "redis",
 ]
 PACKAGE = ".[scheduler]"
 DATABASES = ["sqlite", "postgres"]

@@ -18,14 +18,14 @@ from django_q.brokers import Broker
 from django_q.humanhash import humanize
 from django_q.signing import SignedPackage
 
-from . import delays, payloads
-from .client import get_beta_client, get_client
+from . import delays, payloads, queues
+from .client import get_client
 from .conf import QueueSettings, main_cluster_name, queue_settings
 from .exceptions import EnqueueError
+from .packages import CONTENT_TYPE
 
 logger = logging.getLogger("django_q_cloudtasks")
 
-CONTENT_TYPE = "application/vnd.django-q.package"
 # qmonitor polls queue_size() every second; List and Get calls are rate-limited.
 STATS_TTL_SECONDS = 5.0
 # A qcluster that calls dequeue() on this push-only broker sleeps this long per call.
@@ -194,7 +194,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
     def fail(self, task_id: str) -> None:
         """Nothing to do: the receiver's non-2xx answer is what makes Cloud Tasks retry."""
 
-    def _queue_stats(self) -> dict[str, int] | None:
+    def _queue_stats(self) -> dict[str, int | None] | None:
         path = self.settings.queue_path
         cached = self._stats.get(path)
         if cached and time.monotonic() - cached[0] < STATS_TTL_SECONDS:
@@ -203,33 +203,13 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         self._stats[path] = (time.monotonic(), stats)
         return stats
 
-    def _fetch_stats(self) -> dict[str, int] | None:
-        from google.api_core import exceptions
-
-        qs = self.settings
+    def _fetch_stats(self) -> dict[str, int | None] | None:
         try:
-            queue = get_beta_client(qs.emulator_host).get_queue(
-                request={"name": qs.queue_path, "read_mask": {"paths": ["stats"]}},
-                retry=None,
-                timeout=10,
-            )
-            return {
-                "tasks": queue.stats.tasks_count,
-                "running": queue.stats.concurrent_dispatches_count,
-            }
-        except exceptions.MethodNotImplemented:
-            pass  # an emulator without statistics: count the tasks instead
-        except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
-            logger.warning("Could not read statistics of %s: %s", qs.queue_path, error)
+            stats = queues.inspect(self.settings).stats
+        except queues.QueueUnavailable as error:
+            logger.warning("%s", error)
             return None
-        try:
-            pages = get_client(qs.emulator_host).list_tasks(
-                parent=qs.queue_path, retry=None, timeout=10
-            )
-            return {"tasks": sum(1 for _ in pages), "running": None}  # type: ignore[dict-item]
-        except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
-            logger.warning("Could not list the tasks of %s: %s", qs.queue_path, error)
-            return None
+        return {"tasks": stats.tasks, "running": stats.running} if stats else None
 
 
 def create_http_task(

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +62,7 @@ QUEUE_KEYS = frozenset(
         "dispatch_deadline",
         "enqueue_timeout",
         "max_package_bytes",
+        "queue_options",
     }
 )
 # Keys about the receiver endpoint: one endpoint serves every cluster, so they live in
@@ -71,6 +73,50 @@ QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 LOCATION_ID = re.compile(r"^[a-z0-9-]{1,63}$")
 EMULATOR_HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9:.-]{0,98}[a-z0-9]$|^[a-z0-9-]+$")
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """How Cloud Tasks dispatches and retries a cluster's tasks: ``cloud_tasks["queue_options"]``.
+
+    The defaults are Cloud Tasks' own, so a queue made without options is left as it is.
+    Durations are in seconds; ``max_retry_duration`` 0 is no limit. The queue's attempt
+    limit is not here: ``cloudtasks_setup`` always sets it to unlimited (see provisioning.py).
+    """
+
+    max_dispatches_per_second: float = 500.0
+    max_concurrent_dispatches: int = 1000
+    min_backoff: float = 0.1
+    max_backoff: float = 3600.0
+    max_doublings: int = 16
+    max_retry_duration: float = 0.0
+
+
+# queue_options, named as Cloud Tasks' API names them: section -> field -> (test, rule).
+QUEUE_OPTIONS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "rate_limits": {
+        "max_dispatches_per_second": (
+            lambda v: _number(v) and 0 < v <= 500,
+            "a number above 0 and at most 500",
+        ),
+        "max_concurrent_dispatches": (
+            lambda v: _whole(v) and 1 <= v <= 5000,
+            "a whole number from 1 to 5000",
+        ),
+    },
+    "retry_config": {
+        "min_backoff": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
+        "max_backoff": (
+            lambda v: _whole(v) and v > 0,
+            "a positive whole number of seconds (Cloud Tasks drops fractions)",
+        ),
+        "max_doublings": (lambda v: _whole(v) and v >= 0, "a whole number, 0 or more"),
+        "max_retry_duration": (
+            lambda v: _whole(v) and v >= 0,
+            "a whole number of seconds (Cloud Tasks drops fractions), 0 for no limit",
+        ),
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +137,7 @@ class QueueSettings:
     dispatch_deadline: int | None
     enqueue_timeout: float
     max_package_bytes: int
+    queue_options: QueueOptions = QueueOptions()
 
     @property
     def queue_path(self) -> str:
@@ -160,13 +207,16 @@ def queue_settings(cluster: str | None = None) -> QueueSettings:
     main = q_cluster()
     name = cluster or main_cluster_name()
     cloud_tasks = _cloud_tasks_dict(main, "Q_CLUSTER")
+    options = _option_values(cloud_tasks, "Q_CLUSTER")
     merged_q = dict(main)
     if name != main_cluster_name():
+        where = f'Q_CLUSTER["ALT_CLUSTERS"]["{name}"]'
         alt = (main.get("ALT_CLUSTERS") or {}).get(name) or {}
-        alt_cloud_tasks = _cloud_tasks_dict(alt, f'Q_CLUSTER["ALT_CLUSTERS"]["{name}"]', alt=True)
+        alt_cloud_tasks = _cloud_tasks_dict(alt, where, alt=True)
         merged_q.update({k: v for k, v in alt.items() if k != "cloud_tasks"})
         cloud_tasks = {k: v for k, v in cloud_tasks.items() if k != "queue"} | alt_cloud_tasks
-    return _build_queue_settings(name, cloud_tasks, merged_q)
+        options |= _option_values(alt_cloud_tasks, where)  # option by option
+    return _build_queue_settings(name, cloud_tasks, merged_q, _queue_options(name, options))
 
 
 @functools.cache
@@ -272,19 +322,93 @@ def _cloud_tasks_dict(conf: Mapping[str, Any], where: str, *, alt: bool = False)
                     check_id="django_q_cloudtasks.E010",
                     hint='Set it in Q_CLUSTER["cloud_tasks"] instead.',
                 )
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             raise ConfigurationError(
                 f'Unknown key {key!r} in {where}["cloud_tasks"].',
                 check_id="django_q_cloudtasks.E002",
-                hint=f"Did you mean {close[0]!r}?"
-                if close
-                else f"Known keys: {', '.join(sorted(allowed))}.",
+                hint=_closest(key, allowed),
             )
     return dict(value)
 
 
+def _option_values(cloud_tasks: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The options one ``cloud_tasks["queue_options"]`` sets, by field name, each checked.
+
+    Field names are unique across sections, so an alternative cluster can inherit the
+    main cluster's options one by one and override some.
+    """
+    value = cloud_tasks.get("queue_options")
+    if value is None:
+        return {}
+    where = f'{where}["cloud_tasks"]["queue_options"]'
+    if not isinstance(value, Mapping):
+        raise _bad_option(
+            f"{where} must be a dict, not {value!r}.",
+            'E.g. {"rate_limits": {"max_dispatches_per_second": 10}, '
+            '"retry_config": {"max_backoff": 600}}.',
+        )
+    values: dict[str, Any] = {}
+    for section, fields in value.items():
+        rules = QUEUE_OPTIONS.get(section)
+        if rules is None:
+            raise _bad_option(
+                f"Unknown key {section!r} in {where}.", _closest(section, QUEUE_OPTIONS)
+            )
+        if not isinstance(fields, Mapping):
+            raise _bad_option(
+                f'{where}["{section}"] must be a dict, not {fields!r}.',
+                f"Its keys: {', '.join(rules)}.",
+            )
+        for field, field_value in fields.items():
+            if (section, field) == ("retry_config", "max_attempts"):
+                raise _bad_option(
+                    f'{where}["retry_config"]["max_attempts"] cannot be set: django-q\'s '
+                    'Q_CLUSTER["max_attempts"] decides when a failing task stops.',
+                    "Cloud Tasks counts every delivery, the receiver's 409 and 500 answers "
+                    "included, so its own limit could drop a task django-q would still retry: "
+                    'cloudtasks_setup makes it unlimited. Set Q_CLUSTER["max_attempts"] '
+                    "(or the cluster's own) instead.",
+                )
+            if field not in rules:
+                raise _bad_option(
+                    f'Unknown key {field!r} in {where}["{section}"].', _closest(field, rules)
+                )
+            test, rule = rules[field]
+            if not test(field_value):
+                raise _bad_option(
+                    f'{where}["{section}"]["{field}"] must be {rule}, not {field_value!r}.',
+                    "See https://cloud.google.com/tasks/docs/configuring-queues for what it does.",
+                )
+            values[field] = field_value
+    return values
+
+
+def _queue_options(cluster: str, values: dict[str, Any]) -> QueueOptions:
+    options = QueueOptions(**values)
+    if options.max_backoff < options.min_backoff:
+        raise _bad_option(
+            f"Cluster {cluster!r}: queue_options retry_config max_backoff ({options.max_backoff:g} s) "
+            f"is below min_backoff ({options.min_backoff:g} s).",
+            "Raise max_backoff (Cloud Tasks' default: 3600 s) or lower min_backoff.",
+        )
+    return options
+
+
+def _bad_option(message: str, hint: str) -> ConfigurationError:
+    return ConfigurationError(message, check_id="django_q_cloudtasks.E014", hint=hint)
+
+
+def _closest(key: object, known: Iterable[str]) -> str:
+    """A hint for an unknown key: the closest known one, else all of them."""
+    names = sorted(known)
+    close = difflib.get_close_matches(str(key), names, n=1)
+    return f"Did you mean {close[0]!r}?" if close else f"Known keys: {', '.join(names)}."
+
+
 def _build_queue_settings(
-    cluster: str, cloud_tasks: dict[str, Any], q: dict[str, Any]
+    cluster: str,
+    cloud_tasks: dict[str, Any],
+    q: dict[str, Any],
+    queue_options: QueueOptions,
 ) -> QueueSettings:
     emulator_host = cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV) or None
     if emulator_host is not None and not EMULATOR_HOST.match(str(emulator_host)):
@@ -391,6 +515,7 @@ def _build_queue_settings(
         dispatch_deadline=deadline,
         enqueue_timeout=float(enqueue_timeout),
         max_package_bytes=max_package_bytes,
+        queue_options=queue_options,
     )
 
 
@@ -460,3 +585,11 @@ def _invalid(key: str, problem: str) -> ConfigurationError:
     return ConfigurationError(
         f'Q_CLUSTER["cloud_tasks"]["{key}"] {problem}.', check_id="django_q_cloudtasks.E011"
     )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -21,6 +21,7 @@ from typing import Any
 from django.utils import timezone
 
 from .conf import QueueSettings, queue_settings
+from .instances import publisher
 from .leases import LEASE, keeper
 from .models import Claim, Receipt
 
@@ -90,6 +91,7 @@ def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
     with (
         _released_on_error(task_id, holder),
         keeper.holding(task_id, holder, until=timezone.now() + deadline),
+        publisher.in_flight(),  # qinfo and qmonitor count it (instances.py)
     ):
         _run(task, queue)
         outcome = _judge(task, queue, previous_attempts)

@@ -46,6 +46,7 @@ class ReceiptManager(models.Manager["Receipt"]):
                     state=Receipt.State.RUNNING,
                     holder=holder,
                     lease_until=now + lease,
+                    claimed=now,
                     updated=now,
                 )
             return Claim.RUN
@@ -62,6 +63,7 @@ class ReceiptManager(models.Manager["Receipt"]):
                 holder=holder,
                 lease_until=now + lease,
                 deliveries=models.F("deliveries") + 1,
+                claimed=now,
                 updated=now,
             )
         )
@@ -103,6 +105,9 @@ class Receipt(models.Model):
     holder = models.CharField(max_length=32)
     lease_until = models.DateTimeField()
     deliveries = models.PositiveIntegerField(default=1)
+    # When the holder took the claim: with ``updated`` of a done receipt, the run time of
+    # the delivery that finished the task. None for receipts from before it was recorded.
+    claimed = models.DateTimeField(null=True)
     updated = models.DateTimeField(db_index=True)
 
     objects = ReceiptManager()

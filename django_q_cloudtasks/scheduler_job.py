@@ -25,6 +25,9 @@ class MissingExtra(ImportError):
 
 
 class Change(enum.Enum):
+    """What setting up a resource in Google Cloud did to it: the job here, a queue in
+    provisioning.py."""
+
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,11 +29,14 @@ from django.views.decorators.http import require_POST
 
 from . import delays, payloads, scheduling
 from .auth import AuthenticationFailed, CertificatesUnavailable, authenticate
-from .conf import receiver_settings
+from .cloud_logging import RECEIVER_LOGGER, trace_of
+from .conf import queue_settings, receiver_settings
 from .exceptions import EnqueueError
 from .execution import Outcome, Verdict, execute
+from .packages import BadPackage, decode, func_name
 
 logger = logging.getLogger("django_q_cloudtasks")
+receiver_logger = logging.getLogger(RECEIVER_LOGGER)
 
 STATUS = {
     Verdict.SUCCEEDED: 200,
@@ -41,11 +45,6 @@ STATUS = {
     Verdict.RETRY: 500,
     Verdict.BUSY: 409,
 }
-REQUIRED_KEYS = ("id", "name", "func", "args", "kwargs")
-
-
-class BadPackage(Exception):
-    """The body is not a django-q package signed with this project's key."""
 
 
 def google_endpoint(view: Callable[[HttpRequest], JsonResponse]) -> Callable[..., JsonResponse]:
@@ -90,11 +89,15 @@ def receive(request: HttpRequest) -> JsonResponse:
     except (BadPackage, payloads.BadReference) as error:
         return _reject(request, error)
 
+    started = time.perf_counter()
     if delays.arrived_early(task):
-        return _forward(package, task)
+        answer = _forward(package, task)
+        _log_delivery(request, task, "forwarded" if answer.status_code == 200 else "retry", started)
+        return answer
     outcome = execute(task, previous_attempts=_retry_count(request))
     if by_reference and outcome.done:
         payloads.discard(outcome.task_id)
+    _log_delivery(request, task, outcome.verdict.value, started, attempt=outcome.attempt)
     return _answer(STATUS[outcome.verdict], **_describe(outcome))
 
 
@@ -123,43 +126,6 @@ def tick(request: HttpRequest) -> JsonResponse:
     """One scheduler pass; a non-2xx answer makes Cloud Scheduler report it, and retry."""
     report = scheduling.tick()
     return _answer(500 if report.failed else 200, **report.as_dict())
-
-
-def decode(body: bytes) -> dict[str, Any]:
-    """Verify the signature, then unpickle. A body that fails the signature is never unpickled.
-
-    django-q signs with ``SECRET_KEY`` only; packages signed before a key rotation are
-    accepted when the old key is in ``SECRET_KEY_FALLBACKS``, as Django's own signing does.
-    """
-    from django.conf import settings
-    from django.core import signing
-    from django_q.conf import Conf
-    from django_q.signing import PickleSerializer
-
-    try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
-        raise BadPackage("The body is not a signed django-q package.") from None
-    fallback_keys: list[str | bytes] = list(settings.SECRET_KEY_FALLBACKS)
-    try:
-        task = signing.loads(
-            text,
-            key=settings.SECRET_KEY,
-            fallback_keys=fallback_keys,
-            salt=Conf.PREFIX,
-            serializer=PickleSerializer,
-        )
-    except signing.BadSignature:
-        raise BadPackage(
-            "The body's signature matches neither SECRET_KEY nor SECRET_KEY_FALLBACKS: it was "
-            "not enqueued by this project, or the key changed since and the old one is not "
-            "in SECRET_KEY_FALLBACKS."
-        ) from None
-    except Exception as error:  # signed by us, yet unreadable: a bug, not an attack
-        raise BadPackage(f"A signed package could not be read: {error!r}") from error
-    if not isinstance(task, dict) or not all(key in task for key in REQUIRED_KEYS):
-        raise BadPackage("The signed body is not a django-q task package.")
-    return task
 
 
 def _forward(body: bytes, task: dict[str, Any]) -> JsonResponse:
@@ -198,6 +164,39 @@ def _reject(request: HttpRequest, error: Exception) -> JsonResponse:
         error,
     )
     return _answer(200, status="rejected", error=str(error), dead_letter=letter.pk)
+
+
+def _log_delivery(
+    request: HttpRequest,
+    task: dict[str, Any],
+    outcome: str,
+    started: float,
+    *,
+    attempt: int | None = None,
+) -> None:
+    """One line per delivered task, its fields as ``extra``: Cloud Logging indexes them
+    with ``CloudLoggingFormatter``, and a plain formatter can name them."""
+    queue = queue_settings(task.get("cluster"))
+    retries = _retry_count(request)
+    fields = {
+        "task_id": task["id"],
+        "task_name": task["name"],
+        "func": func_name(task),
+        "queue": queue.queue,
+        "cluster": queue.cluster,
+        "attempt": attempt or retries + 1,
+        "outcome": outcome,
+        "duration_s": round(time.perf_counter() - started, 3),
+        "cloud_tasks_retries": retries,
+    }
+    level = logging.WARNING if outcome in ("failed", "retry") else logging.INFO
+    receiver_logger.log(
+        level,
+        "Task %(task_name)s (%(func)s) %(outcome)s in %(duration_s).3f s: attempt %(attempt)s, "
+        "queue %(queue)s",
+        fields,
+        extra=fields | trace_of(request.headers.get("X-Cloud-Trace-Context"), queue.project),
+    )
 
 
 def _retry_count(request: HttpRequest) -> int:

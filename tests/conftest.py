@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from django_q_cloudtasks.auth import certificates
-from django_q_cloudtasks.broker import CONTENT_TYPE
+from django_q_cloudtasks.packages import CONTENT_TYPE
 from tests.support.packages import sign
 from tests.support.tokens import CertsServer, SigningKey
 
@@ -119,6 +119,29 @@ class PausedCloudTasks:
             request={"parent": self.QUEUES[cluster], "response_view": "FULL"}
         )
         return sorted(listed, key=lambda task: (task.schedule_time, task.name))
+
+
+@pytest.fixture
+def target(configure: Callable[..., None]) -> Iterator[Any]:
+    """Where the queues deliver: an endpoint on loopback that records each request."""
+    from tests.support.target import Target
+
+    server = Target().start()
+    configure(url=server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def unreachable_second_queue(configure: Callable[..., None]) -> str:
+    """The second cluster's queue is behind an emulator address nothing answers at; the
+    address is returned."""
+    from tests.support.ports import free_port
+
+    unreachable = f"127.0.0.1:{free_port()}"
+    second = {"cloud_tasks": {"queue": "second-queue", "emulator_host": unreachable}}
+    configure(q_cluster={"ALT_CLUSTERS": {"second": second}})
+    return unreachable
 
 
 @pytest.fixture

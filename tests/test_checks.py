@@ -4,6 +4,15 @@ import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
+SHARED_CACHE = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}
+LOCAL_CACHE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+
+
+@pytest.fixture(autouse=True)
+def shared_cache(settings):
+    """A production-like setup: one cache every receiver shares."""
+    settings.CACHES = {"default": SHARED_CACHE}
+
 
 def check_ids() -> list[str]:
     return [message.id for message in run_checks() if message.id.startswith("django_q_cloudtasks")]
@@ -48,4 +57,74 @@ def test_another_broker_is_a_warning(configure):
 def test_verification_off_in_production_is_a_warning(configure, settings, debug, expected):
     settings.DEBUG = debug
     configure(verify_token=False)
+    assert check_ids() == expected
+
+
+@pytest.mark.parametrize(
+    ("allowed_hosts", "debug", "expected"),
+    [
+        (["tasks.example.com"], False, []),
+        ([".example.com"], False, []),
+        (["app.example.com"], False, ["django_q_cloudtasks.E015"]),
+        ([], True, ["django_q_cloudtasks.E015"]),
+    ],
+)
+def test_a_receiver_host_outside_allowed_hosts_is_an_error(
+    settings, allowed_hosts, debug, expected
+):
+    settings.ALLOWED_HOSTS, settings.DEBUG = allowed_hosts, debug
+    assert check_ids() == expected
+
+
+def test_localhost_needs_no_allowed_hosts_while_debugging(settings, configure):
+    settings.ALLOWED_HOSTS, settings.DEBUG = [], True
+    configure(url="http://localhost:8000/_tasks/", emulator_host="127.0.0.1:8123")
+    assert check_ids() == []
+
+
+def test_an_https_redirect_without_the_proxy_header_is_a_warning(settings):
+    settings.SECURE_SSL_REDIRECT = True
+    assert check_ids() == ["django_q_cloudtasks.W005"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert check_ids() == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "debug", "expected"),
+    [
+        ("django.core.cache.backends.locmem.LocMemCache", False, ["django_q_cloudtasks.W004"]),
+        ("django.core.cache.backends.locmem.LocMemCache", True, []),
+        (
+            "django.core.cache.backends.filebased.FileBasedCache",
+            False,
+            ["django_q_cloudtasks.W004"],
+        ),
+        ("django.core.cache.backends.dummy.DummyCache", True, ["django_q_cloudtasks.W004"]),
+        ("django.core.cache.backends.redis.RedisCache", False, []),
+    ],
+)
+def test_a_cache_receivers_cannot_share_is_a_warning(settings, backend, debug, expected):
+    settings.CACHES = {"default": {"BACKEND": backend, "LOCATION": "/tmp/djq-cache"}}
+    settings.DEBUG = debug
+    assert check_ids() == expected
+
+
+def test_cached_results_in_a_local_cache_are_an_error(settings, configure):
+    settings.CACHES = {"default": LOCAL_CACHE}
+    configure(q_cluster={"cached": 60})
+    (message,) = [m for m in run_checks() if m.id == "django_q_cloudtasks.E017"]
+    assert "results would be lost" in message.msg
+
+
+def test_the_cache_django_q_names_must_exist(configure):
+    configure(q_cluster={"cache": "tasks"})
+    assert check_ids() == ["django_q_cloudtasks.E016"]
+    (message,) = [m for m in run_checks() if m.id == "django_q_cloudtasks.E016"]
+    assert "'tasks'" in message.msg
+
+
+@pytest.mark.parametrize(("debug", "expected"), [(False, ["django_q_cloudtasks.W006"]), (True, [])])
+def test_sync_mode_outside_debugging_is_a_warning(configure, settings, debug, expected):
+    settings.DEBUG = debug
+    configure(q_cluster={"sync": True})
     assert check_ids() == expected

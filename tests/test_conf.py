@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from django_q_cloudtasks import environment
-from django_q_cloudtasks.conf import queue_settings, receiver_settings
+from django_q_cloudtasks.conf import QueueOptions, queue_settings, receiver_settings
 from django_q_cloudtasks.exceptions import ConfigurationError
 
 
@@ -83,6 +83,107 @@ def test_a_wrong_setting_raises_a_clear_error(configure, change, check_id, words
         queue_settings()
     assert raised.value.check_id == f"django_q_cloudtasks.{check_id}"
     assert words in str(raised.value)
+
+
+def test_queue_options_default_to_cloud_tasks_own():
+    assert queue_settings().queue_options == QueueOptions(
+        max_dispatches_per_second=500,
+        max_concurrent_dispatches=1000,
+        min_backoff=0.1,
+        max_backoff=3600,
+        max_doublings=16,
+        max_retry_duration=0,
+    )
+
+
+def test_an_alt_cluster_inherits_queue_options_one_by_one(configure):
+    configure(
+        queue_options={
+            "rate_limits": {"max_dispatches_per_second": 10},
+            "retry_config": {"max_backoff": 600, "max_doublings": 4},
+        },
+        q_cluster={
+            "ALT_CLUSTERS": {
+                "second": {"cloud_tasks": {"queue_options": {"retry_config": {"max_backoff": 60}}}}
+            }
+        },
+    )
+    main, second = queue_settings().queue_options, queue_settings("second").queue_options
+    assert (main.max_dispatches_per_second, main.max_backoff, main.max_doublings) == (10, 600, 4)
+    assert (second.max_dispatches_per_second, second.max_backoff, second.max_doublings) == (
+        10,
+        60,
+        4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ([], 'Q_CLUSTER["cloud_tasks"]["queue_options"] must be a dict, not [].'),
+        (
+            {"retry_conf": {}},
+            'Unknown key \'retry_conf\' in Q_CLUSTER["cloud_tasks"]["queue_options"]. '
+            "Did you mean 'retry_config'?",
+        ),
+        ({"rate_limits": 10}, '["queue_options"]["rate_limits"] must be a dict, not 10.'),
+        ({"retry_config": {"max_backof": 60}}, "Did you mean 'max_backoff'?"),
+        ({"rate_limits": {"max_burst_size": 10}}, "Known keys: max_concurrent_dispatches, "),
+        *(
+            ({"rate_limits": {"max_dispatches_per_second": value}}, "above 0 and at most 500")
+            for value in (0, 500.5, True, "10", float("nan"))
+        ),
+        *(
+            ({"rate_limits": {"max_concurrent_dispatches": value}}, "whole number from 1 to 5000")
+            for value in (0, 5001, 2.5)
+        ),
+        *(
+            ({"retry_config": {"min_backoff": value}}, "positive number of seconds")
+            for value in (0, -1, None)
+        ),
+        *(
+            ({"retry_config": {"max_backoff": value}}, "positive whole number of seconds")
+            for value in (0, 1.5)
+        ),
+        ({"retry_config": {"max_doublings": -1}}, "whole number, 0 or more, not -1"),
+        ({"retry_config": {"max_retry_duration": -1}}, "0 for no limit, not -1"),
+        (
+            {"retry_config": {"min_backoff": 120, "max_backoff": 60}},
+            "max_backoff (60 s) is below min_backoff (120 s)",
+        ),
+        ({"retry_config": {"min_backoff": 5000}}, "max_backoff (3600 s) is below min_backoff"),
+    ],
+)
+def test_a_wrong_queue_option_raises_a_clear_error(configure, options, words):
+    configure(queue_options=options)
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings()
+    assert raised.value.check_id == "django_q_cloudtasks.E014"
+    assert words in str(raised.value)
+
+
+def test_the_queues_attempt_limit_is_not_a_setting(configure):
+    configure(queue_options={"retry_config": {"max_attempts": 5}})
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings()
+    assert raised.value.check_id == "django_q_cloudtasks.E014"
+    assert raised.value.message.endswith(
+        '["retry_config"]["max_attempts"] cannot be set: django-q\'s Q_CLUSTER["max_attempts"] '
+        "decides when a failing task stops."
+    )
+    assert "could drop a task django-q would still retry" in raised.value.hint
+
+
+def test_an_alt_clusters_queue_options_are_checked_too(configure):
+    bad = {"cloud_tasks": {"queue_options": {"retry_config": {"max_doublings": -1}}}}
+    configure(q_cluster={"ALT_CLUSTERS": {"second": bad}})
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings("second")
+    assert raised.value.check_id == "django_q_cloudtasks.E014"
+    assert str(raised.value).startswith(
+        'Q_CLUSTER["ALT_CLUSTERS"]["second"]["cloud_tasks"]["queue_options"]["retry_config"]'
+        '["max_doublings"] must be a whole number'
+    )
 
 
 def test_a_timeout_beyond_what_cloud_tasks_waits_is_refused(configure):

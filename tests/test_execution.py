@@ -51,6 +51,15 @@ def test_a_success_is_saved_and_answered_200(deliver):
     assert (saved.result, saved.attempt_count, saved.cluster) == (-2.0, 1, "tests")
 
 
+def test_the_receipt_times_the_run_from_the_claim_to_done(deliver):
+    task = make_task("tests.project.tasks.sleep", 0.3)
+    before = timezone.now()
+    deliver(task)
+    receipt = Receipt.objects.get(task_id=task["id"])
+    assert before <= receipt.claimed
+    assert receipt.updated - receipt.claimed >= timedelta(seconds=0.3)
+
+
 def test_a_task_delivered_again_after_it_succeeded_does_not_run_again(deliver, trace):
     task = make_task("tests.project.tasks.append", str(trace), "x")
     assert deliver(task).json()["status"] == "succeeded"

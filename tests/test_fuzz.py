@@ -20,8 +20,8 @@ from django_q.signing import PickleSerializer
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from django_q_cloudtasks.broker import CONTENT_TYPE
 from django_q_cloudtasks.models import Receipt
+from django_q_cloudtasks.packages import CONTENT_TYPE
 from django_q_cloudtasks.payloads import REFERENCE_CONTENT_TYPE
 from tests.support.packages import make_task, sign
 from tests.support.tokens import SigningKey

@@ -18,9 +18,8 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import Schedule, Success
 
-from django_q_cloudtasks.broker import CONTENT_TYPE
+from django_q_cloudtasks.packages import CONTENT_TYPE, BadPackage, decode
 from django_q_cloudtasks.scheduling import Slot
-from django_q_cloudtasks.views import BadPackage, decode
 from tests.conftest import assert_rejected
 from tests.project.tasks import LeavesATrace
 from tests.support.packages import make_task, sign

@@ -99,9 +99,22 @@ if not ON_CLOUD_RUN:
         "RECEIVER_URL", "http://127.0.0.1:8000/_tasks/"
     )
 
+# django-q's cache: cached results, async_iter and the receiver rows of qinfo/qmonitor.
+# Every instance must share it; the database does (python manage.py createcachetable).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}
+}
+
+# On Cloud Run, one JSON object per line: Cloud Logging indexes the fields of each task.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"cloud": {"()": "django_q_cloudtasks.cloud_logging.CloudLoggingFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            **({"formatter": "cloud"} if ON_CLOUD_RUN else {}),
+        }
+    },
     "loggers": {"django_q_cloudtasks": {"handlers": ["console"], "level": "INFO"}},
 }

@@ -12,9 +12,9 @@ import pytest
 from django_q.models import Failure, Task
 from django_q.tasks import async_chain, async_task, fetch, result, result_group
 
-from django_q_cloudtasks.broker import CONTENT_TYPE
 from django_q_cloudtasks.client import get_client
 from django_q_cloudtasks.models import Payload
+from django_q_cloudtasks.packages import CONTENT_TYPE
 from tests.conftest import wait_for
 from tests.support.packages import make_task, sign
 

@@ -7,7 +7,11 @@ Environment:
   DJQ_SECRET_KEY, DJQ_SECRET_KEY_FALLBACKS (comma-separated): a live server's keys
   DJQ_RECEIVER_URL   where Cloud Tasks delivers: the live server's receiver URL
   DJQ_VERIFY_TOKEN   0 for an emulator that sends no ID tokens (the third-party one)
+  DJQ_LOG_FORMAT     json: the package's log lines as Cloud Logging's structured JSON
   CLOUD_TASKS_EMULATOR_HOST  read by the package itself: emulator mode
+  DJQ_CACHE_URL      a Redis URL (redis://HOST:PORT/DB): the cache is Redis, shared by the
+                     live servers and the tests (qinfo, qmonitor); else LocMemCache
+  DJQ_CACHE_PREFIX   the cache's KEY_PREFIX with DJQ_CACHE_URL: one per test run sharing a Redis
 """
 
 import os
@@ -27,12 +31,36 @@ ROOT_URLCONF = "tests.project.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
     "django_q",
     "django_q_cloudtasks",
 ]
-MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "static/"
 
 if os.environ.get("DJQ_TEST_DB", "sqlite") == "postgres":
     DATABASES = {
@@ -57,7 +85,16 @@ else:
         }
     }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+if os.environ.get("DJQ_CACHE_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["DJQ_CACHE_URL"],
+            "KEY_PREFIX": os.environ.get("DJQ_CACHE_PREFIX", ""),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 Q_CLUSTER = {
     "name": "tests",
@@ -81,6 +118,12 @@ Q_CLUSTER = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,  # gunicorn's access log, in the live servers
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"cloud": {"()": "django_q_cloudtasks.cloud_logging.CloudLoggingFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            **({"formatter": "cloud"} if os.environ.get("DJQ_LOG_FORMAT") == "json" else {}),
+        }
+    },
     "loggers": {"django_q_cloudtasks": {"handlers": ["console"], "level": "INFO"}},
 }

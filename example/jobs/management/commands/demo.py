@@ -58,6 +58,7 @@ class Command(BaseCommand):
         logs.mkdir(exist_ok=True)
         self._use_addresses(options["port"], options["emulator_port"])
         call_command("migrate", verbosity=0)
+        call_command("createcachetable")
         self._ensure_login()
         processes: list[subprocess.Popen[bytes]] = []
         try:

@@ -1,0 +1,197 @@
+"""The receivers in django-q's own monitors: ``qinfo`` and ``qmonitor`` list each process
+that ran tasks recently, as they list a cluster.
+
+django-q finds its clusters through status entries they keep in the Django cache
+(``Q_CLUSTER["cache"]``). No cluster runs here: the processes serving the receiver run
+the tasks, so each of them keeps such an entry, a :class:`ReceiverStatus`, while it runs
+tasks and for ``TTL`` after its last one (nothing says when a Cloud Run instance is gone).
+qmonitor's columns then read:
+
+- Host: the host name, with the Cloud Run revision (``K_REVISION``) in brackets if set;
+- Id: the last 8 characters of the process's random id;
+- State: Working while tasks run in the process, else Idle;
+- Pool: 1, the process itself (``workers`` holds its pid);
+- TQ: tasks in flight in the process now (more than 1 under a threaded server);
+- RQ: 0, as results are saved inside the request: there is no result queue;
+- RC: 0, as nothing restarts a process in place;
+- Up: the time since the process loaded the receiver (at its start or first request).
+
+Every instance must share the cache (Redis, Memcached, the database cache) for qmonitor
+to list them all: with ``LocMemCache`` each process sees only itself. django-q keeps the
+list of entries in one cache key, rewritten without a lock: a write checks that its entry
+is listed, and writes again if a race dropped it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+
+from django.utils import timezone
+from django_q.brokers import Broker
+from django_q.conf import Conf
+from django_q.signing import SignedPackage
+from django_q.status import Stat, Status
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+# How long a process stays listed after its last task: "recently".
+TTL = 300
+# The fewest seconds between two writes of a busy process. The write for the end of its
+# last task in flight is never held back, so that the entry ends right.
+WRITE_EVERY = 1.0
+# A process running long tasks rewrites its unchanged entry this often, to stay listed.
+KEEP_ALIVE = TTL / 3
+# Writes of an entry that a concurrent writer keeps dropping from django-q's list.
+LIST_ATTEMPTS = 5
+
+
+class ReceiverStatus(Status):  # type: ignore[misc]
+    """A process serving the receiver, in the shape django-q's monitors read a cluster in.
+
+    ``finished`` (tasks this process has run) is ours: qmonitor does not show it.
+    """
+
+    def __init__(
+        self, instance_id: str, *, host: str, tob: datetime, in_flight: int, finished: int
+    ) -> None:
+        super().__init__(os.getpid(), instance_id)
+        self.host = host
+        self.workers = [self.pid]
+        self.tob = tob
+        self.task_q_size = in_flight
+        self.status = Conf.WORKING if in_flight else Conf.IDLE
+        self.finished = finished
+
+
+class Publisher:
+    """Counts the tasks in flight in this process and keeps its ``ReceiverStatus`` current.
+
+    Requests only change the count, under a lock; a background thread, alive while tasks
+    run, writes the entry at most every ``WRITE_EVERY`` seconds. The request that ends the
+    last task in flight writes the entry itself, so the final state is never held back.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: a forked child is a new process, with nothing in flight."""
+        self._lock = threading.Lock()  # the counts
+        self._writing = threading.Lock()  # one write at a time, each of the latest state
+        self._thread: threading.Thread | None = None
+        self._instance_id = uuid.uuid4().hex
+        self._host = _host()
+        self._started = timezone.now()
+        self._in_flight = 0
+        self._finished = 0
+        self._dirty = False
+        self._written = 0.0  # time.monotonic() of the last write
+        self._warned = False
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count one task in flight while the block runs."""
+        with self._lock:
+            self._in_flight += 1
+            self._dirty = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_while_busy, name="cloudtasks-status", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._finished += 1
+                self._dirty = True
+                idle = not self._in_flight
+            if idle:
+                self._write()
+
+    def _write_while_busy(self) -> None:
+        while True:
+            with self._lock:
+                if not self._in_flight:
+                    self._thread = None  # the next task starts a new thread
+                    return
+                due = self._dirty or time.monotonic() - self._written >= KEEP_ALIVE
+            if due:
+                self._write()
+            time.sleep(WRITE_EVERY)
+
+    def status(self) -> ReceiverStatus:
+        """This process's entry, as it stands."""
+        with self._lock:
+            return ReceiverStatus(
+                self._instance_id,
+                host=self._host,
+                tob=self._started,
+                in_flight=self._in_flight,
+                finished=self._finished,
+            )
+
+    def _write(self) -> None:
+        with self._writing:
+            with self._lock:
+                self._dirty = False  # a change from here on is in this write, or the next
+                self._written = time.monotonic()
+            status = self.status()
+            try:
+                _publish(status)
+            except Exception as error:  # a monitor's view must never fail a task
+                if not self._warned:
+                    self._warned = True
+                    logger.warning(
+                        "Could not write this receiver's status to the %r cache, so qinfo "
+                        "and qmonitor may not list it: %s",
+                        Conf.CACHE,
+                        error,
+                    )
+
+
+def _publish(status: ReceiverStatus) -> None:
+    """Write the entry, and make sure django-q lists it.
+
+    django-q lists the entries in one cache key that each writer reads, extends and writes
+    back without a lock: two processes starting tasks at the same moment can each write a
+    list without the other. An entry is added to the list only when it is missing, so
+    writing again lists it again; a process whose entry is unchanged would otherwise not
+    write again for ``KEEP_ALIVE`` seconds.
+    """
+    broker = Broker()
+    key = Stat.get_key(status.cluster_id)
+    package = SignedPackage.dumps(status, True)
+    for _ in range(LIST_ATTEMPTS):
+        broker.set_stat(key, package, TTL)
+        if key in (broker.cache.get(Conf.Q_STAT) or ()):
+            return
+        time.sleep(random.uniform(0.005, 0.05))  # out of step with the other writer
+    raise RuntimeError(f"other processes kept rewriting the list of entries ({Conf.Q_STAT!r})")
+
+
+def receivers() -> list[ReceiverStatus]:
+    """The receiver processes that ran tasks within ``TTL``, as the cache lists them."""
+    return [
+        status for status in Stat.get_all(broker=Broker()) if isinstance(status, ReceiverStatus)
+    ]
+
+
+def _host() -> str:
+    """On Cloud Run, where host names say little, the revision tells deployments apart."""
+    host, revision = socket.gethostname(), os.environ.get("K_REVISION")
+    return f"{host} ({revision})" if revision else host
+
+
+publisher = Publisher()
+os.register_at_fork(after_in_child=publisher.reset)

@@ -1,0 +1,91 @@
+"""qinfo and qmonitor list the processes of a live gunicorn that run tasks, through a Redis
+cache the server and the test share: the Redis at DJQ_CACHE_URL, else 127.0.0.1:6379/9;
+skipped where none answers, unless DJQ_REQUIRE_REDIS is set (as CI does)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django_q.conf import Conf
+from django_q.monitor_terminal import monitor
+from django_q.tasks import async_task, result
+
+from django_q_cloudtasks.instances import ReceiverStatus, receivers
+from tests.conftest import wait_for
+from tests.test_instances import QMONITOR_WORKS, flat
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+REDIS_URL = os.environ.get("DJQ_CACHE_URL", "redis://127.0.0.1:6379/9")
+
+
+@pytest.fixture
+def shared_cache(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The test's cache is Redis, under a prefix of its own; returns the server's environment."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if os.environ.get("DJQ_REQUIRE_REDIS"):  # CI starts a Redis: there, none is a failure
+            raise
+        pytest.skip(f"no Redis at {REDIS_URL}: {error}")
+    prefix = f"djq-test-{uuid.uuid4().hex}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": prefix,
+        }
+    }
+    monkeypatch.setenv("TERM", "xterm-256color")
+    yield {"DJQ_CACHE_URL": REDIS_URL, "DJQ_CACHE_PREFIX": prefix}
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+
+
+def two_rows(in_flight: int) -> list[ReceiverStatus] | None:
+    """The two workers' rows once each shows ``in_flight`` tasks."""
+    rows = receivers()
+    return rows if [row.task_q_size for row in rows] == [in_flight] * 2 else None
+
+
+def test_qinfo_and_qmonitor_list_each_gunicorn_worker_running_tasks(
+    shared_cache, start_stack, tmp_path, capsys
+):
+    # shared_cache first: it empties the cache after start_stack has stopped the server.
+    start_stack(workers=2, server_env=shared_cache)
+    trace = tmp_path / "runs"
+    task_ids = [async_task("tests.project.tasks.run_until_released", str(trace)) for _ in range(2)]
+    # Sync workers run one request each: two tasks running at once are in both workers.
+    wait_for(lambda: trace.exists() and len(trace.read_text().splitlines()) == 2, timeout=30)
+    try:
+        busy = wait_for(lambda: two_rows(in_flight=1))
+        assert len({row.pid for row in busy}) == 2
+        assert {str(row.status) for row in busy} == {str(Conf.WORKING)}
+
+        capsys.readouterr()
+        call_command("qinfo")
+        assert "Clusters2Workers2Restarts0" in flat(capsys.readouterr().out)
+        if QMONITOR_WORKS:
+            shown = monitor(run_once=True)
+            screen = capsys.readouterr().out
+            assert sorted(row.task_q_size for row in shown) == [1, 1]
+            assert all(row.cluster_id[-8:] in screen for row in busy)
+    finally:
+        Path(f"{trace}.go").touch()
+    assert [result(task_id, wait=30_000) for task_id in task_ids] == ["released"] * 2
+
+    idle = wait_for(lambda: two_rows(in_flight=0))
+    assert {row.pid for row in idle} == {row.pid for row in busy}
+    assert {str(row.status) for row in idle} == {str(Conf.IDLE)}
+    assert [row.finished for row in idle] == [1, 1]
+    capsys.readouterr()
+    call_command("qinfo")
+    assert "Clusters2Workers2Restarts0" in flat(capsys.readouterr().out)
