@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ DEFAULT_CERTS_TTL = 300.0
 MAX_CERTS_TTL = 24 * 3600.0
 # An unknown key id refreshes the certificates, at most this often.
 MIN_REFRESH_INTERVAL = 30.0
+# Verified tokens remembered (VerifiedTokens): a few per service account and audience.
+VERIFIED_TOKENS = 256
 
 
 class AuthenticationFailed(Exception):
@@ -74,6 +77,11 @@ class CachedCertificates:
                 self._cache[url] = (time.monotonic() + _max_age(response.headers), response)
             return response
 
+    def current(self, url: str) -> _Response | None:
+        """The document cached for ``url`` while it is fresh, else None."""
+        entry = self._cache.get(url)
+        return entry[1] if entry and time.monotonic() < entry[0] else None
+
     def refresh(self, url: str) -> bool:
         """Forget the cached document, unless it was fetched moments ago."""
         if time.monotonic() - self._fetched_at.get(url, 0.0) < MIN_REFRESH_INTERVAL:
@@ -99,6 +107,54 @@ class CachedCertificates:
 certificates = CachedCertificates()
 
 
+class VerifiedTokens:
+    """The claims of tokens whose signature was checked, while they are valid: a caller
+    that sends the same token with many requests, as Google's token sources do while it
+    is fresh, pays for one signature check instead of one a request.
+
+    A token is taken from here only until it expires, and only while the certificate
+    document that verified it is still the one cached: new certificates mean a new check.
+    """
+
+    def __init__(self, size: int = VERIFIED_TOKENS) -> None:
+        self.size = size
+        self._claims: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], _Response]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], certs_url: str, clock_skew: int) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._claims.get(key)
+        if entry is None:
+            return None
+        claims, document = entry
+        expires = claims.get("exp")
+        if (
+            certificates.current(certs_url) is not document
+            or not isinstance(expires, int | float)
+            or time.time() > expires + clock_skew
+        ):
+            with self._lock:
+                self._claims.pop(key, None)
+            return None
+        return claims
+
+    def put(self, key: tuple[Any, ...], certs_url: str, claims: dict[str, Any]) -> None:
+        document = certificates.current(certs_url)
+        if document is None:  # not cached: nothing to tie the claims to
+            return
+        with self._lock:
+            self._claims[key] = (claims, document)
+            while len(self._claims) > self.size:
+                self._claims.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._claims.clear()
+
+
+verified_tokens = VerifiedTokens()
+
+
 def authenticate(request: HttpRequest, settings: ReceiverSettings) -> dict[str, Any] | None:
     """The verified token claims, or None when verification is off. Raises AuthenticationFailed."""
     if not settings.verify_token:
@@ -119,6 +175,15 @@ def authenticate(request: HttpRequest, settings: ReceiverSettings) -> dict[str, 
 
 
 def _verify(token: str, settings: ReceiverSettings) -> dict[str, Any]:
+    key = (token, settings.audiences)
+    claims = verified_tokens.get(key, settings.certs_url, settings.clock_skew)
+    if claims is None:
+        claims = _verify_signature(token, settings)
+        verified_tokens.put(key, settings.certs_url, claims)
+    return claims
+
+
+def _verify_signature(token: str, settings: ReceiverSettings) -> dict[str, Any]:
     try:
         return _decode(token, settings)
     except _UnknownKey:

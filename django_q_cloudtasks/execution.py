@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from .conf import QueueSettings, queue_settings
@@ -92,9 +96,10 @@ def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
         _released_on_error(task_id, holder),
         keeper.holding(task_id, holder, until=timezone.now() + deadline),
         publisher.in_flight(),  # qinfo and qmonitor count it (instances.py)
+        _watching_saves() as saved,
     ):
         _run(task, queue)
-        outcome = _judge(task, queue, previous_attempts)
+        outcome = _judge(task, queue, previous_attempts, saved.get(task_id))
     if outcome.done:
         Receipt.objects.finish(task_id, holder)
     else:
@@ -108,31 +113,88 @@ def _run(task: dict[str, Any], queue: QueueSettings) -> None:
 
     from .broker import CloudTasksBroker
 
+    django_q_logger = logging.getLogger("django-q")
+    if _quiet_django_q not in django_q_logger.filters:
+        django_q_logger.addFilter(_quiet_django_q)
     results = _Mailbox()
-    worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
-    # The worker puts the same dict it was given, now holding the result.
-    monitor(results, broker=CloudTasksBroker(queue.cluster))
+    _running.here = True
+    try:
+        worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
+        # The worker puts the same dict it was given, now holding the result.
+        monitor(results, broker=CloudTasksBroker(queue.cluster))
+    finally:
+        _running.here = False
 
 
-def _judge(task: dict[str, Any], queue: QueueSettings, previous_attempts: int) -> Outcome:
-    """Whether Cloud Tasks is done with the task, from the result django-q just stored."""
+_running = threading.local()
+
+
+class _QuietDjangoQ(logging.Filter):
+    """Run one task at a time, django-q's worker and monitor log six INFO lines for it: each
+    starting, processing, stopping. The receiver's own line says the same in one, so in
+    the receiver those are dropped; django-q's warnings and errors, a failed task's
+    traceback among them, are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not getattr(_running, "here", False)
+
+
+_quiet_django_q = _QuietDjangoQ()
+
+
+def _judge(
+    task: dict[str, Any], queue: QueueSettings, previous_attempts: int, saved: _Row | None
+) -> Outcome:
+    """Whether Cloud Tasks is done with the task, from the result django-q just stored:
+    ``saved``, the row as this thread saved it, if it did."""
     from django_q.conf import Conf
     from django_q.models import Task
 
     task_id, success = task["id"], bool(task["success"])
-    saved = not task.get("cached") and (not success or task.get("save", Conf.SAVE_LIMIT >= 0))
-    row = Task.objects.filter(id=task_id).values_list("success", "attempt_count").first()
-    if saved and (row is None or row[0] != success):
-        # django-q logs and swallows errors while saving: without the row, the result
-        # would be lost, so ask for the task again.
-        return Outcome(Verdict.RETRY, task_id, queue.cluster)
-    attempt = row[1] if saved and row else previous_attempts + 1
+    must_save = not task.get("cached") and (not success or task.get("save", Conf.SAVE_LIMIT >= 0))
+    if must_save and (saved is None or saved.success != success):
+        # No save seen (django-q logs and swallows errors while saving, and leaves a row
+        # that succeeded before as it is): read what the database holds.
+        found = Task.objects.filter(id=task_id).values_list("success", "attempt_count").first()
+        saved = _Row(*found) if found else None
+        if saved is None or saved.success != success:
+            # Without the row the result would be lost: ask for the task again.
+            return Outcome(Verdict.RETRY, task_id, queue.cluster)
+    attempt = saved.attempt_count if must_save and saved else previous_attempts + 1
     if success:
         return Outcome(Verdict.SUCCEEDED, task_id, queue.cluster, attempt)
     out_of_attempts = 0 < queue.max_attempts <= attempt
     if task.get("ack_failure") or queue.ack_failures or out_of_attempts:
         return Outcome(Verdict.FAILED, task_id, queue.cluster, attempt)
     return Outcome(Verdict.RETRY, task_id, queue.cluster, attempt)
+
+
+@dataclass(frozen=True)
+class _Row:
+    success: bool
+    attempt_count: int
+
+
+_saves = threading.local()
+
+
+@contextlib.contextmanager
+def _watching_saves() -> Iterator[dict[str, _Row]]:
+    """The Task rows this thread saves while the block runs, by id: django-q's monitor
+    saves the result in this thread, so the verdict needs no query to read it back."""
+    rows: dict[str, _Row] = {}
+    _saves.rows = rows
+    try:
+        yield rows
+    finally:
+        _saves.rows = None
+
+
+@receiver(post_save, sender="django_q.Task", dispatch_uid="django_q_cloudtasks.saved")
+def _note_save(sender: Any, instance: Any, **kwargs: Any) -> None:
+    rows = getattr(_saves, "rows", None)
+    if rows is not None:
+        rows[instance.id] = _Row(bool(instance.success), instance.attempt_count)
 
 
 def _succeeded_before(task_id: str) -> bool:

@@ -45,8 +45,8 @@ logger = logging.getLogger("django_q_cloudtasks")
 
 # How long a process stays listed after its last task: "recently".
 TTL = 300
-# The fewest seconds between two writes of a busy process. The write for the end of its
-# last task in flight is never held back, so that the entry ends right.
+# The fewest seconds between two writes of a process's entry; the entry is at most this
+# much behind.
 WRITE_EVERY = 1.0
 # A process running long tasks rewrites its unchanged entry this often, to stay listed.
 KEEP_ALIVE = TTL / 3
@@ -75,9 +75,10 @@ class ReceiverStatus(Status):  # type: ignore[misc]
 class Publisher:
     """Counts the tasks in flight in this process and keeps its ``ReceiverStatus`` current.
 
-    Requests only change the count, under a lock; a background thread, alive while tasks
-    run, writes the entry at most every ``WRITE_EVERY`` seconds. The request that ends the
-    last task in flight writes the entry itself, so the final state is never held back.
+    Requests only change the count, under a lock: the cache is never on a task's path. A
+    background thread, alive while tasks run and for a moment after, writes the entry when
+    it changed, at most every ``WRITE_EVERY`` seconds: a process running a hundred tasks a
+    second writes it once a second, and the end of its last task within a second.
     """
 
     def __init__(self) -> None:
@@ -105,7 +106,7 @@ class Publisher:
             self._dirty = True
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._write_while_busy, name="cloudtasks-status", daemon=True
+                    target=self._write_when_changed, name="cloudtasks-status", daemon=True
                 )
                 self._thread.start()
         try:
@@ -114,18 +115,17 @@ class Publisher:
             with self._lock:
                 self._in_flight -= 1
                 self._finished += 1
-                self._dirty = True
-                idle = not self._in_flight
-            if idle:
-                self._write()
+                self._dirty = True  # the thread is alive: it leaves only with nothing in flight
 
-    def _write_while_busy(self) -> None:
+    def _write_when_changed(self) -> None:
         while True:
             with self._lock:
-                if not self._in_flight:
+                due = self._dirty or (
+                    self._in_flight and time.monotonic() - self._written >= KEEP_ALIVE
+                )
+                if not due and not self._in_flight:
                     self._thread = None  # the next task starts a new thread
                     return
-                due = self._dirty or time.monotonic() - self._written >= KEEP_ALIVE
             if due:
                 self._write()
             time.sleep(WRITE_EVERY)

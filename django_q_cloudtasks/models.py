@@ -12,6 +12,7 @@ that took over.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import random
 from datetime import timedelta
@@ -38,8 +39,12 @@ class Claim(enum.Enum):
 class ReceiptManager(models.Manager["Receipt"]):
     def claim(self, task_id: str, cluster: str, holder: str, lease: timedelta) -> Claim:
         now = timezone.now()
+        using = router.db_for_write(Receipt)
+        # Outside a transaction the INSERT commits on its own, in one round trip; inside
+        # one, a savepoint keeps a duplicate's IntegrityError from breaking it.
+        inside = transaction.get_connection(using).in_atomic_block
         try:
-            with transaction.atomic(using=router.db_for_write(Receipt)):
+            with transaction.atomic(using=using) if inside else contextlib.nullcontext():
                 self.create(
                     task_id=task_id,
                     cluster=cluster,

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -150,3 +151,59 @@ def test_allowed_emails_replace_the_service_account(deliver, configure, signing_
     assert deliver(traced_task).status_code == 403
     other = signing_key.token(email="other@test-project.iam.gserviceaccount.com")
     assert deliver(traced_task, token=other).status_code == 200
+
+
+@pytest.fixture
+def signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens google-auth checked the signature of, in order."""
+    from google.oauth2 import id_token
+
+    checked: list[str] = []
+    verify = id_token.verify_token
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        checked.append(token)
+        return verify(token, *args, **kwargs)
+
+    monkeypatch.setattr(id_token, "verify_token", counting)
+    return checked
+
+
+def test_a_token_sent_again_is_not_checked_again(deliver, signing_key, signature_checks):
+    token = signing_key.token()
+    for _ in range(3):
+        assert deliver(make_task("math.floor", 1.5), token=token).status_code == 200
+    assert signature_checks == [token]
+
+
+def test_a_token_sent_again_is_still_refused_for_an_account_not_allowed(
+    deliver, signing_key, configure, traced_task
+):
+    token = signing_key.token()
+    assert deliver(make_task("math.floor", 1.5), token=token).status_code == 200
+    configure(allowed_emails=["someone-else@example.iam.gserviceaccount.com"])
+    assert deliver(traced_task, token=token).status_code == 403
+    assert not ran(traced_task)
+
+
+def test_a_remembered_token_is_refused_once_it_expires(
+    deliver, signing_key, configure, traced_task
+):
+    configure(clock_skew=0)
+    now = int(time.time())
+    token = signing_key.token(iat=now, exp=now + 2)
+    assert deliver(make_task("math.floor", 1.5), token=token).status_code == 200
+    time.sleep(now + 3.1 - time.time())  # google-auth compares whole seconds
+    response = deliver(traced_task, token=token)
+    assert response.status_code == 401, response.content
+    assert not ran(traced_task)
+
+
+def test_new_certificates_mean_a_new_check(deliver, signing_key, signature_checks):
+    from django_q_cloudtasks.auth import certificates
+
+    token = signing_key.token()
+    assert deliver(make_task("math.floor", 1.5), token=token).status_code == 200
+    certificates.clear()  # as when their max-age ran out, or a key id was unknown
+    assert deliver(make_task("math.floor", 1.5), token=token).status_code == 200
+    assert signature_checks == [token, token]

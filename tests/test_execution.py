@@ -1,10 +1,13 @@
 """Running a delivered task with django-q's own worker and monitor, exactly once."""
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Failure, Success, Task
 from django_q.signals import post_execute, pre_execute
@@ -185,3 +188,45 @@ def test_a_result_that_could_not_be_saved_is_retried(deliver, trace, monkeypatch
     response = deliver(task)
     assert (response.status_code, response.json()["status"]) == (500, "retry")
     assert Receipt.objects.get(task_id=task["id"]).state == Receipt.State.RETRY
+
+
+def test_a_success_is_claimed_and_finished_in_one_statement_each_and_never_read_back(
+    deliver, monkeypatch
+):
+    """The receiver's own share of a task's queries: the claim's INSERT before the task
+    runs, the receipt's UPDATE after it; the result row django-q saved is known from the
+    save itself."""
+    monkeypatch.setattr("django_q_cloudtasks.models.PRUNE_PROBABILITY", 0)
+    task = make_task("math.copysign", 2, -2)
+    with CaptureQueriesContext(connection) as queries:
+        assert deliver(task).json()["status"] == "succeeded"
+    statements = [query["sql"].split()[0].upper() for query in queries]
+    receipts = [
+        verb for verb, query in zip(statements, queries, strict=True) if "_receipt" in query["sql"]
+    ]
+    assert receipts == ["INSERT", "UPDATE"]
+    saved = next(
+        i
+        for i, query in enumerate(queries)
+        if query["sql"].startswith("INSERT") and '"django_q_task"' in query["sql"]
+    )
+    assert not any('"django_q_task"' in query["sql"] for query in queries[saved + 1 :])
+    assert not {"BEGIN", "SAVEPOINT", "COMMIT"} & set(statements)
+
+
+def test_django_q_logs_only_its_warnings_and_errors_in_the_receiver(deliver, caplog):
+    with caplog.at_level(logging.DEBUG):
+        deliver(make_task("math.floor", 1.5))
+        deliver(make_task("math.sqrt", -1, ack_failure=True))
+    django_q = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "django-q"]
+    assert [level for level, _ in django_q] == ["ERROR"]
+    assert "math domain error" in django_q[0][1]  # the failure, with its traceback
+    receiver = [r.getMessage() for r in caplog.records if r.name.endswith(".receiver")]
+    assert [line.split()[3] for line in receiver] == ["succeeded", "failed"]
+
+
+def test_django_q_logs_as_usual_outside_the_receiver(deliver, caplog):
+    deliver(make_task("math.floor", 1.5))
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("django-q").info("a cluster's line")
+    assert [r.getMessage() for r in caplog.records if r.name == "django-q"] == ["a cluster's line"]
