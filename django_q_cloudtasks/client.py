@@ -30,6 +30,15 @@ def get_beta_client(emulator_host: str | None) -> Any:
     return _cached("v2beta3", emulator_host)
 
 
+def forget(emulator_host: str) -> None:
+    """Drop the clients of an emulator that stopped. A gRPC channel whose server went away
+    backs off before it connects again, and fails every call meanwhile: a new emulator
+    on the same address gets new clients instead."""
+    with _lock:
+        for key in [key for key in _clients if key[1] == emulator_host]:
+            del _clients[key]
+
+
 def _cached(version: str, emulator_host: str | None) -> Any:
     key = (version, emulator_host)
     client = _clients.get(key)
