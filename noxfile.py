@@ -1,6 +1,7 @@
 """Sessions: ``nox`` runs tests, lint and typecheck; ``nox -s tests`` the test matrix;
 ``nox -s slow`` the tests that take minutes (real schedule slots, a minute apart);
-``nox -s demo`` the example's demo, checking that every demo task ends as it should.
+``nox -s demo`` the example's demo, checking that every demo task ends as it should;
+``nox -s bench`` the benchmarks against qcluster (benchmarks/), writing their results.
 
 The matrix runs for the interpreters this machine has, each against SQLite and
 PostgreSQL (127.0.0.1:5432, database ``test``, trust auth).
@@ -72,3 +73,11 @@ def typecheck(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The README's demo command, without a prompt: fails unless every task ends as expected."""
     session.run("bash", "example/run", *(session.posargs or ["--check"]), external=True)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmarks (benchmarks/): writes benchmarks/results/RESULTS.md and results.json.
+    ``nox -s bench -- --quick`` checks that every step works, in a minute or two."""
+    session.install(".", "gunicorn", "psycopg[binary]", "redis", "psutil", "pyinstrument")
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -1,0 +1,262 @@
+"""The results as markdown: the tables, and whether this round's goals hold."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+NAMES = {
+    "cloudtasks": "CloudTasksBroker + receiver",
+    "orm": "ORM broker + qcluster",
+    "redis": "Redis broker + qcluster",
+}
+DATABASE_NAMES = {"postgres": "PostgreSQL", "sqlite": "SQLite"}
+FUNC_NAMES = {"trivial": "trivial task", "write_row": "task writing a row"}
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str
+    measured: str
+    held: bool
+
+
+def percentile(ordered: Sequence[float], percent: float) -> float:
+    """Nearest rank, of values already sorted."""
+    rank = max(1, -(-int(percent * len(ordered)) // 100))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def cpu_per_task(run: dict[str, Any]) -> float:
+    """Our side's CPU per task: the enqueueing process and the executing processes (the
+    first tree measured; the emulator, Google's side, is the second)."""
+    return float(run["enqueue_cpu_ms"] + run["tree_cpu_ms"][0])
+
+
+def goals(results: dict[str, Any]) -> list[Goal]:
+    found = []
+    systems = results["systems"]
+    for database, name in DATABASE_NAMES.items():
+        ours, orm = systems["cloudtasks"][database], systems["orm"][database]
+        for func, func_name in FUNC_NAMES.items():
+            mine, theirs = cpu_per_task(ours[f"cpu_{func}"]), cpu_per_task(orm[f"cpu_{func}"])
+            found.append(
+                Goal(
+                    f"CPU per {func_name} at most ORM + qcluster's ({name})",
+                    f"{mine:.2f} ms vs {theirs:.2f} ms ({mine / theirs:.2f}x)",
+                    mine <= theirs,
+                )
+            )
+        mine = percentile(ours["latency"]["latencies_ms"], 50)
+        theirs = percentile(orm["latency"]["latencies_ms"], 50)
+        found.append(
+            Goal(
+                f"p50 latency at most a fifth of ORM + qcluster's ({name})",
+                f"{mine:.1f} ms vs {theirs:.1f} ms ({theirs / mine:.1f} times lower)",
+                mine <= theirs / 5,
+            )
+        )
+        ratio = results["overhead"][database]["ratio"]
+        found.append(
+            Goal(
+                f"Receiver at most 1.3 times the bare view ({name})",
+                f"{ratio:.2f}x",
+                ratio <= 1.3,
+            )
+        )
+    # While no receiver process ran, the cold-start tasks waited in Cloud Tasks; the
+    # receiver started afterwards ran each of them.
+    cold = results["cold_start"]
+    found.append(
+        Goal(
+            "No process running while idle",
+            f"0 processes: {cold['runs']} of {cold['runs']} tasks enqueued with no receiver "
+            "running ran once one started",
+            cold["receiver_runs"] == cold["runs"],
+        )
+    )
+    return found
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    machine, sizes, systems = results["machine"], results["sizes"], results["systems"]
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Taken {results['taken']} by `nox -s bench` in {results['seconds'] / 60:.0f} min, on "
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"{machine['system']}; Python {machine['python']}, PostgreSQL {machine['postgresql']}, "
+        f"Redis {machine['redis']}; "
+        + ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
+        + f". Each side has {results['workers']} worker processes (gunicorn sync workers, "
+        "qcluster workers). Everything, the Cloud Tasks emulator and the databases "
+        "included, shares this machine.",
+        "",
+        "## Goals",
+        "",
+        table(
+            ["Goal", "Measured", "Held"],
+            [
+                [goal.name, goal.measured, "yes" if goal.held else "**no**"]
+                for goal in goals(results)
+            ],
+        ),
+        "",
+        f"## CPU time per task ({sizes['cpu']} tasks, enqueued one after another)",
+        "",
+        "Enqueue: the process calling async_task(). Execute: the receiver's gunicorn, or "
+        "every qcluster process, from the first enqueue to the last result saved. The "
+        "emulator stands in for Google's service and is not counted in the total.",
+        "",
+    ]
+    rows = []
+    for database, database_name in DATABASE_NAMES.items():
+        for func, func_name in FUNC_NAMES.items():
+            for system, name in NAMES.items():
+                run = systems[system][database][f"cpu_{func}"]
+                emulator = f"{run['tree_cpu_ms'][1]:.2f}" if len(run["tree_cpu_ms"]) > 1 else ""
+                rows.append(
+                    [
+                        f"{name}, {database_name}, {func_name}",
+                        f"{run['enqueue_cpu_ms']:.2f}",
+                        f"{run['tree_cpu_ms'][0]:.2f}",
+                        f"**{cpu_per_task(run):.2f}**",
+                        emulator,
+                    ]
+                )
+    parts += [
+        table(
+            ["System, database, task", "Enqueue ms", "Execute ms", "Total ms", "Emulator ms"], rows
+        ),
+        "",
+        f"## Latency, async_task() to the result saved ({sizes['latency']} tasks, one at a time)",
+        "",
+    ]
+    rows = []
+    for database, database_name in DATABASE_NAMES.items():
+        for system, name in NAMES.items():
+            latencies = systems[system][database]["latency"]["latencies_ms"]
+            rows.append(
+                [f"{name}, {database_name}"]
+                + [f"{percentile(latencies, p):.1f}" for p in (50, 95, 99)]
+            )
+    parts += [
+        table(["System, database", "p50 ms", "p95 ms", "p99 ms"], rows),
+        "",
+        f"## Throughput ({sizes['throughput']} trivial tasks, enqueued from 8 threads)",
+        "",
+    ]
+    rows = []
+    for database, database_name in DATABASE_NAMES.items():
+        for system, name in NAMES.items():
+            run = systems[system][database]["throughput"]
+            rows.append(
+                [
+                    f"{name}, {database_name}",
+                    f"{run['tasks_per_second']:.0f}",
+                    f"{run['seconds']:.1f}",
+                    f"{run['enqueue_seconds']:.1f}",
+                ]
+            )
+    ceiling = results["emulator_ceiling"]
+    best = max(systems["cloudtasks"][db]["throughput"]["tasks_per_second"] for db in DATABASE_NAMES)
+    verdict = (
+        f"above the receiver's best {best:.0f} tasks/s: the emulator did not hold it back, though "
+        "on this machine it takes CPU that Google's service would not take from yours"
+        if ceiling["tasks_per_second"] > best * 1.1
+        else f"**no more than the receiver's {best:.0f} tasks/s: the emulator was the limit**"
+    )
+    parts += [
+        table(["System, database", "Tasks/s", "All saved after s", "Enqueued after s"], rows),
+        "",
+        f"The emulator's own ceiling, delivering {ceiling['tasks']} tasks to an endpoint that "
+        f"answers at once: **{ceiling['tasks_per_second']:.0f} tasks/s**, "
+        f"{ceiling['emulator_cpu_ms']:.2f} ms of its CPU per task; {verdict}.",
+        "",
+    ]
+    idle = results["idle"]
+    parts += [
+        f"## Idle, {idle['seconds']:g} s with nothing to do",
+        "",
+        table(
+            ["System", "Processes", "RSS MiB", "CPU s"],
+            [
+                ["CloudTasksBroker + receiver on Cloud Run (scaled to zero)", "0", "0", "0"],
+                *(
+                    [
+                        label,
+                        str(idle[key]["processes"]),
+                        f"{idle[key]['rss_mib']:.0f}",
+                        f"{idle[key]['cpu_seconds']:.2f}",
+                    ]
+                    for key, label in (
+                        ("orm", NAMES["orm"]),
+                        ("redis", NAMES["redis"]),
+                        ("receiver_kept_running", "The receiver's gunicorn, if kept running"),
+                    )
+                ),
+            ],
+        ),
+        "",
+    ]
+    cold, imports = results["cold_start"], results["imports"]
+    parts += [
+        f"## Cold start (median of {cold['runs']})",
+        "",
+        table(
+            ["What", "Seconds"],
+            [
+                [
+                    "gunicorn (1 worker) start to the first task run by the receiver",
+                    f"{cold['receiver']:.2f}",
+                ],
+                ["  of which: start to listening", f"{cold['receiver_listening']:.2f}"],
+                ["qcluster (ORM broker) start to its first task run", f"{cold['qcluster']:.2f}"],
+                [
+                    "Django set-up and URLconf, django-q alone",
+                    f"{imports['django_q_alone']['seconds']:.3f}",
+                ],
+                [
+                    "The same with the receiver mounted",
+                    f"{imports['with_receiver']['seconds']:.3f}",
+                ],
+                ["Added by the receiver", f"{imports['added_seconds']:.3f}"],
+            ],
+        ),
+        "",
+        "The receiver's imports load google.cloud.tasks_v2: "
+        + ("**yes**" if imports["with_receiver"]["imports_tasks_v2"] else "no")
+        + ".",
+        "",
+        "## Receiver overhead (in-process, Django's test client)",
+        "",
+        "The receiver view against a bare view that verifies and unpickles the same package, "
+        "calls the same function and writes the same result row: no token check, no receipt, "
+        "no signals, hooks or retries. Median of blocks of alternating requests.",
+        "",
+        table(
+            ["Database", "Receiver ms", "Bare view ms", "Ratio", "CPU ratio"],
+            [
+                [
+                    DATABASE_NAMES[database],
+                    f"{run['ms']['receiver']:.2f}",
+                    f"{run['ms']['bare']:.2f}",
+                    f"{run['ratio']:.2f}",
+                    f"{run['cpu_ratio']:.2f}",
+                ]
+                for database, run in results["overhead"].items()
+            ],
+        ),
+        "",
+    ]
+    return "\n".join(parts)
