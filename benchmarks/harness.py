@@ -286,6 +286,14 @@ class Run:
         self.drive(env, "reset")
         return self.drive(env, "overhead", "--count", str(self.sizes.overhead))
 
+    def profile_receiver(self, out: Path) -> dict[str, Any]:
+        """pyinstrument's profile of the receiver (and the bare view), on PostgreSQL."""
+        env = self.env(
+            "cloudtasks", "postgres", CLOUD_TASKS_EMULATOR_HOST=f"127.0.0.1:{free_port_pair()}"
+        )
+        self.drive(env, "reset")
+        return self.drive(env, "profile", "--count", str(self.sizes.overhead), "--out", str(out))
+
     def measure_ceiling(self) -> dict[str, Any]:
         """The emulator delivering to an endpoint that answers at once (target.py)."""
         emulator_port, target_port = free_port_pair(), free_port()
@@ -381,6 +389,12 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, help=f"Where to write the results (default: {RESULTS})."
     )
     parser.add_argument("--workers", type=int, default=2, help="Worker processes on each side.")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="Only profile the receiver (pyinstrument, on PostgreSQL) and write it to FILE.",
+    )
     options = parser.parse_args(argv)
     sizes = QUICK if options.quick else Sizes()
     work = ROOT / ".cache" / "bench" / ("quick" if options.quick else "full")
@@ -389,6 +403,10 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True)
     ensure_services()
     run = Run(sizes, work, options.workers)
+    if options.profile:
+        print(json.dumps(run.profile_receiver(options.profile.resolve())))
+        print(f"Written to {options.profile}")
+        return
 
     started = time.monotonic()
     results: dict[str, Any] = {

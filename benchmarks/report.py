@@ -79,6 +79,58 @@ def goals(results: dict[str, Any]) -> list[Goal]:
     return found
 
 
+def summary(results: dict[str, Any]) -> str:
+    """The headline numbers, a column a system: the table the README shows."""
+    systems, idle, cold = results["systems"], results["idle"], results["cold_start"]
+    rows = []
+    for func, func_name in FUNC_NAMES.items():
+        for database, database_name in DATABASE_NAMES.items():
+            rows.append(
+                [f"CPU per {func_name}, {database_name}"]
+                + [
+                    f"{cpu_per_task(systems[system][database][f'cpu_{func}']):.2f} ms"
+                    for system in NAMES
+                ]
+            )
+    for database, database_name in DATABASE_NAMES.items():
+        rows.append(
+            [f"Latency p50 / p99, {database_name}"]
+            + [
+                " / ".join(
+                    f"{percentile(systems[system][database]['latency']['latencies_ms'], p):.1f}"
+                    for p in (50, 99)
+                )
+                + " ms"
+                for system in NAMES
+            ]
+        )
+    for database, database_name in DATABASE_NAMES.items():
+        rows.append(
+            [f"Throughput, {database_name}"]
+            + [
+                f"{systems[system][database]['throughput']['tasks_per_second']:.0f} tasks/s"
+                for system in NAMES
+            ]
+        )
+    rows.append(
+        [f"Idle {idle['seconds']:g} s: processes, memory, CPU", "none"]
+        + [
+            f"{idle[system]['processes']}, {idle[system]['rss_mib']:.0f} MiB, "
+            f"{idle[system]['cpu_seconds']:.2f} s"
+            for system in ("orm", "redis")
+        ]
+    )
+    rows.append(
+        [
+            "Start to the first task run",
+            f"{cold['receiver']:.2f} s",
+            f"{cold['qcluster']:.2f} s",
+            "",
+        ]
+    )
+    return table(["", *NAMES.values()], rows)
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = [
         "| " + " | ".join(header) + " |",
@@ -101,6 +153,8 @@ def markdown(results: dict[str, Any]) -> str:
         + f". Each side has {results['workers']} worker processes (gunicorn sync workers, "
         "qcluster workers). Everything, the Cloud Tasks emulator and the databases "
         "included, shares this machine.",
+        "",
+        summary(results),
         "",
         "## Goals",
         "",
