@@ -34,8 +34,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port, free_port_pair
+
 from . import processes, report
-from .processes import ROOT, environment, free_port, free_port_pair, running, usage
+from .processes import ROOT, environment, running, usage
 
 SYSTEMS = ("cloudtasks", "orm", "redis")
 DATABASES = ("postgres", "sqlite")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,37 +14,15 @@ from pathlib import Path
 
 import psutil
 
+from tests.support import ports
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = "benchmarks.project.settings"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def free_port_pair() -> int:
-    """A port whose next port is free too: the emulator serves its certificates there."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as probe, contextlib.suppress(OSError):
-            probe.bind(("127.0.0.1", port + 1))
-            return port
-    raise RuntimeError("No two free ports in a row")
-
-
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Until something listens on ``port``; polled every 2 ms, as cold starts are timed so."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.002)
-    raise TimeoutError(f"Nothing listened on port {port} within {timeout:g} s")
+    """Until something listens on ``port``; checked every 2 ms, as cold starts are timed."""
+    ports.wait_for_port(port, process, timeout, interval=0.002)
 
 
 def environment(broker: str, database: str, work: Path, **extra: str) -> dict[str, str]:

@@ -26,7 +26,10 @@ def free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports on 127.0.0.1")
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout: float = 60.0, interval: float = 0.1
+) -> None:
+    """Until something listens on ``port``, checked every ``interval`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -34,5 +37,5 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.1)
+        time.sleep(interval)
     raise RuntimeError(f"{process.args} did not listen on {port} within {timeout} s")
