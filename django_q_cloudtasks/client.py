@@ -58,7 +58,10 @@ def _make(version: str, emulator_host: str | None) -> Any:
     transports = importlib.import_module(
         f"google.cloud.tasks_{version}.services.cloud_tasks.transports"
     )
-    channel = grpc.insecure_channel(emulator_host)
+    # A subchannel pool of its own: gRPC otherwise shares one connection per address among
+    # all channels, so a new client of a restarted emulator would inherit the old one's
+    # backoff and fail its first calls.
+    channel = grpc.insecure_channel(emulator_host, options=[("grpc.use_local_subchannel_pool", 1)])
     return api.CloudTasksClient(transport=transports.CloudTasksGrpcTransport(channel=channel))
 
 
