@@ -147,10 +147,6 @@ class VerifiedTokens:
             while len(self._claims) > self.size:
                 self._claims.popitem(last=False)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._claims.clear()
-
 
 verified_tokens = VerifiedTokens()
 

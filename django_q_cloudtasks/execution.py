@@ -117,16 +117,9 @@ def _run(task: dict[str, Any], queue: QueueSettings) -> None:
     if _quiet_django_q not in django_q_logger.filters:
         django_q_logger.addFilter(_quiet_django_q)
     results = _Mailbox()
-    _running.here = True
-    try:
-        worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
-        # The worker puts the same dict it was given, now holding the result.
-        monitor(results, broker=CloudTasksBroker(queue.cluster))
-    finally:
-        _running.here = False
-
-
-_running = threading.local()
+    worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
+    # The worker puts the same dict it was given, now holding the result.
+    monitor(results, broker=CloudTasksBroker(queue.cluster))
 
 
 class _QuietDjangoQ(logging.Filter):
@@ -136,7 +129,7 @@ class _QuietDjangoQ(logging.Filter):
     traceback among them, are kept."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not getattr(_running, "here", False)
+        return record.levelno >= logging.WARNING or getattr(_running, "saves", None) is None
 
 
 _quiet_django_q = _QuietDjangoQ()
@@ -175,7 +168,8 @@ class _Row:
     attempt_count: int
 
 
-_saves = threading.local()
+# The thread's task in the receiver, while it runs: ``saves`` holds the Task rows saved.
+_running = threading.local()
 
 
 @contextlib.contextmanager
@@ -183,16 +177,16 @@ def _watching_saves() -> Iterator[dict[str, _Row]]:
     """The Task rows this thread saves while the block runs, by id: django-q's monitor
     saves the result in this thread, so the verdict needs no query to read it back."""
     rows: dict[str, _Row] = {}
-    _saves.rows = rows
+    _running.saves = rows
     try:
         yield rows
     finally:
-        _saves.rows = None
+        _running.saves = None
 
 
 @receiver(post_save, sender="django_q.Task", dispatch_uid="django_q_cloudtasks.saved")
 def _note_save(sender: Any, instance: Any, **kwargs: Any) -> None:
-    rows = getattr(_saves, "rows", None)
+    rows = getattr(_running, "saves", None)
     if rows is not None:
         rows[instance.id] = _Row(bool(instance.success), instance.attempt_count)
 
