@@ -115,6 +115,7 @@ def test_a_payload_swapped_after_enqueue_is_refused_unread(deliver, tmp_path):
         signing.dumps({"task": "t1"}, salt=payloads.REFERENCE_SALT).encode(),
         "\u00e9".encode(),
     ],
+    ids=["not signed", "another salt", "not a reference", "not ascii"],
 )
 def test_a_reference_this_project_did_not_sign_is_rejected(deliver, body):
     assert_rejected(deliver(body, content_type=payloads.REFERENCE_CONTENT_TYPE))

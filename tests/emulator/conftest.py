@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,30 +15,15 @@ from tests.support.ports import free_port_pair
 from tests.support.target import Target
 
 
-def _golden_directory() -> Path:
-    """Recordings of the real service: DJQ_GOLDEN_DIR, else ``shared/`` beside the project
-    (or beside one of its parent directories)."""
-    if explicit := os.environ.get("DJQ_GOLDEN_DIR"):
-        return Path(explicit)
-    relative = Path("shared", "reference", "cloud-tasks-golden")
-    project = Path(__file__).resolve().parents[2]
-    found = (parent / relative for parent in project.parents if (parent / relative).is_dir())
-    return next(found, project.parent / relative)
-
-
-GOLDEN = _golden_directory()
+# Recordings of the real service, kept in the repository with their licence (see its README).
+RECORDINGS = Path(__file__).resolve().parent / "recordings"
 PARENT = "projects/test-project/locations/europe-west1"
 QUEUE = f"{PARENT}/queues/work"
 
 
 def golden(name: str) -> list[dict[str, Any]]:
     """Recordings of the real Cloud Tasks service."""
-    if not GOLDEN.is_dir():
-        raise FileNotFoundError(
-            f"The Cloud Tasks recordings are not at {GOLDEN}: set DJQ_GOLDEN_DIR to the "
-            "cloud-tasks-golden directory."
-        )
-    return json.loads((GOLDEN / name).read_text())  # type: ignore[no-any-return]
+    return json.loads((RECORDINGS / name).read_text())  # type: ignore[no-any-return]
 
 
 @pytest.fixture
