@@ -3,7 +3,8 @@
 The file is a journal: one JSON line per change, appended and flushed before the call
 that made the change answers. On start it is replayed into a :class:`Store`, then
 rewritten as a compact snapshot. The emulator's signing key lives in it too, so tokens
-minted before a restart still verify after it.
+minted before a restart still verify after it: the file is readable by its owner alone
+(mode 0600), whatever the umask, and one left by an older version is rewritten so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .state import (
 
 # Rewrite the file once it holds this many more lines than the live state needs.
 COMPACT_AFTER_LINES = 50_000
+# The file holds the private key the emulator signs its ID tokens with.
+FILE_MODE = 0o600
 
 
 class FileJournal(Journal):
@@ -113,7 +116,9 @@ class FileJournal(Journal):
         temporary = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         count = 0
-        with temporary.open("w", encoding="utf-8") as out:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        os.fchmod(descriptor, FILE_MODE)  # a leftover temporary file keeps its old mode
+        with open(descriptor, "w", encoding="utf-8") as out:
             if self.signing_key:
                 out.write(json.dumps({"kind": "key", "pem": self.signing_key}) + "\n")
             for kind, record in self._store.snapshot():

@@ -4,6 +4,8 @@ that are still taken, and the key that signed its tokens."""
 from __future__ import annotations
 
 import datetime
+import json
+import stat
 
 import pytest
 from google.api_core import exceptions
@@ -72,3 +74,13 @@ def test_a_damaged_state_file_is_refused_with_its_line_number(state):
     state.write_text('{"kind":"queue"}\n{"kind":"nonsense"}\n')
     with pytest.raises(ValueError, match="line 1"):
         Emulator(port=free_port_pair(), state_path=state)
+
+
+def test_the_state_file_holding_the_signing_key_is_readable_by_its_owner_alone(state):
+    state.write_text("")
+    state.chmod(0o644)  # as an older version left it
+    with Emulator(port=free_port_pair(), state_path=state) as emulator:
+        emulator.ensure_queue(QUEUE)
+        entries = [json.loads(line) for line in state.read_text().splitlines()]
+        assert "key" in {entry["kind"] for entry in entries}
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
