@@ -49,11 +49,20 @@ def tests(session: nox.Session, django: str, django_q2: str, databases: tuple[st
 
 @nox.session(python="3.11")
 def slow(session: nox.Session) -> None:
-    """The slow tests, once, against each database; -rP shows what they measured."""
+    """The slow tests, once, against each database; -rP shows what they measured. Tests in
+    one xdist_group (the load test, the timed one) run one after the other."""
     session.install(PACKAGE, *TEST_DEPENDENCIES)
     for database in DATABASES:
         session.run(
-            "pytest", "-m", "slow", "-rP", *PARALLEL, *session.posargs, env={"DJQ_TEST_DB": database}
+            "pytest",
+            "-m",
+            "slow",
+            "-rP",
+            *PARALLEL,
+            "--dist",
+            "loadgroup",
+            *session.posargs,
+            env={"DJQ_TEST_DB": database},
         )
 
 

@@ -5,8 +5,9 @@ Who may do what on the queues page:
 
 * See it: active staff with any django-q permission to view or change something
   (``django_q.view_success``, ``django_q.change_schedule``...), as for django-q's lists.
-* Pause and resume a queue, run a waiting task now or delete it: ``django_q.change_schedule``,
-  the permission to change when django-q tasks run (superusers have every permission).
+* Pause and resume a queue, run a waiting task now or delete it, replay dead letters:
+  ``django_q.change_schedule``, the permission to change when django-q tasks run
+  (superusers have every permission).
 
 The page's entry in the index comes from ``CloudTasksQueue``: a model with no table,
 labelled ``django_q`` so that it lists under Django Q, and kept in a registry of its own
@@ -25,7 +26,7 @@ from django.apps import apps
 from django.apps.registry import Apps
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Length
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -35,7 +36,7 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
 
-from . import queues
+from . import deadletters, queues
 from .conf import QueueSettings, cluster_names, queue_settings
 from .models import DeadLetter, Payload, Receipt
 
@@ -203,7 +204,8 @@ class KeptRecordAdmin(RecordAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(RecordAdmin):
-    """Deliveries that can never run; deletable once looked at."""
+    """Deliveries that could not run: replayed once their cause is fixed, or deleted once
+    looked at."""
 
     list_display = ("received", "queue", "cloud_task", "reason")
     list_filter = ("queue",)
@@ -211,9 +213,34 @@ class DeadLetterAdmin(RecordAdmin):
     date_hierarchy = "received"
     fields = ("received", "path", "queue", "cloud_task", "reason", "content_type", "body_preview")
     readonly_fields = ("body_preview",)
+    actions = ["replay"]
 
     def get_queryset(self, request: HttpRequest) -> models.QuerySet[DeadLetter]:
         return super().get_queryset(request).defer("body")  # loaded by the detail page alone
+
+    @method_decorator(transaction.non_atomic_requests)  # a replay runs django-q's worker
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, extra_context)
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(STEER_PERMISSION)
+
+    @admin.action(description="Replay selected dead letters", permissions=["replay"])
+    def replay(self, request: HttpRequest, queryset: models.QuerySet[DeadLetter]) -> None:
+        """Each letter through the receiver again, in this request (``deadletters.py``)."""
+        for letter in queryset.order_by("received", "pk"):
+            pk, result = letter.pk, deadletters.replay(letter)
+            if result.final:
+                level, message = messages.SUCCESS, f"Dead letter {pk}: {result.outcome}; deleted."
+            else:
+                level, message = (
+                    messages.WARNING,
+                    (f"Dead letter {pk}: {result.outcome}; kept: {result.error}"),
+                )
+            logger.info("%s, in the admin: %s", request.user.get_username(), message)
+            self.message_user(request, message, level)
 
     @admin.display(description="body")
     def body_preview(self, letter: DeadLetter) -> str:

@@ -4,7 +4,13 @@ Cloud Tasks signs each request as the task's service account. The token is check
 google-auth (signature, expiry, audience), then against the configured issuers and
 e-mails. Certificates are cached for as long as their Cache-Control allows, so a
 request costs no network call; an unknown key id triggers one early refresh, which is
-how key rotation is picked up.
+how key rotation is picked up. A document is replaced only by a newer one fetched
+successfully: while Google's endpoint cannot be reached, the last one keeps serving, so
+that no caller, least of all one sending made-up key ids, can leave the receiver
+without certificates.
+
+What a caller sent never reaches a log line or an answer as it came: refusals carry a
+fixed reason, and any detail of the token only escaped and cut short.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.http import HttpRequest
@@ -30,16 +36,33 @@ DEFAULT_CERTS_TTL = 300.0
 MAX_CERTS_TTL = 24 * 3600.0
 # An unknown key id refreshes the certificates, at most this often.
 MIN_REFRESH_INTERVAL = 30.0
+# After a failed fetch, the stale document serves (or the failure is reported) this long
+# before the endpoint is asked again.
+FAILURE_MEMORY = 10.0
+# The longest detail of a refused token that is logged, before escaping.
+MAX_DETAIL_LENGTH = 200
 # Verified tokens remembered (VerifiedTokens): a few per service account and audience.
 VERIFIED_TOKENS = 256
 
 
 class AuthenticationFailed(Exception):
-    """The request is refused: 401 without a valid token, 403 for a caller not allowed."""
+    """The request is refused: 401 without a valid token, 403 for a caller not allowed.
 
-    def __init__(self, reason: str, status: int = 401) -> None:
+    ``str()`` is the reason, fixed text fit for an answer; ``detail`` is empty, or what
+    the token said, escaped and cut short for a log line.
+    """
+
+    def __init__(self, reason: str, status: int = 401, *, detail: object = "") -> None:
         super().__init__(reason)
         self.status = status
+        self.detail = f" ({escaped(detail)})" if detail != "" else ""
+
+
+def escaped(text: object) -> str:
+    """``text`` for a log line: cut to MAX_DETAIL_LENGTH, quoted, every control escaped."""
+    text = str(text)
+    cut = text[:MAX_DETAIL_LENGTH]
+    return repr(cut) + ("..." if len(text) > len(cut) else "")
 
 
 class CertificatesUnavailable(Exception):
@@ -56,52 +79,98 @@ class _Response:
 
 
 class CachedCertificates:
-    """A google-auth transport for certificate documents, caching each URL's answer."""
+    """A google-auth transport for certificate documents, caching each URL's answer.
+
+    A document expires after its max-age; then, or when a key id is unknown, it is
+    fetched again. A failed fetch keeps the last good document in use (a stale one serves
+    better than none) and is remembered for ``FAILURE_MEMORY`` seconds.
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[float, _Response]] = {}
-        self._fetched_at: dict[str, float] = {}
+        self._documents: dict[str, _Document] = {}
+        self._failed_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> _Response:
-        entry = self._cache.get(url)
-        if entry and time.monotonic() < entry[0]:
-            return entry[1]
+        document = self._documents.get(url)
+        if document and document.fresh:
+            return document.response
         with self._lock:
-            entry = self._cache.get(url)
-            if entry and time.monotonic() < entry[0]:
-                return entry[1]
-            response = self._fetch(url)
-            self._fetched_at[url] = time.monotonic()
-            if response.status == 200:
-                self._cache[url] = (time.monotonic() + _max_age(response.headers), response)
-            return response
+            document = self._documents.get(url)
+            if document and document.fresh:
+                return document.response
+            return self._fetch(url, stale=document)
 
     def current(self, url: str) -> _Response | None:
         """The document cached for ``url`` while it is fresh, else None."""
-        entry = self._cache.get(url)
-        return entry[1] if entry and time.monotonic() < entry[0] else None
+        document = self._documents.get(url)
+        return document.response if document and document.fresh else None
 
     def refresh(self, url: str) -> bool:
-        """Forget the cached document, unless it was fetched moments ago."""
-        if time.monotonic() - self._fetched_at.get(url, 0.0) < MIN_REFRESH_INTERVAL:
-            return False
-        self._cache.pop(url, None)
-        return True
+        """Fetch the document again, unless it was fetched moments ago; True if a new
+        document came. The one cached stays until another replaces it."""
+        with self._lock:
+            document = self._documents.get(url)
+            if document and time.monotonic() - document.fetched_at < MIN_REFRESH_INTERVAL:
+                return False
+            try:
+                self._fetch(url, stale=document)
+            except CertificatesUnavailable:
+                return False
+            return self._documents.get(url) is not document
 
     def clear(self) -> None:
-        self._cache.clear()
-        self._fetched_at.clear()
+        self._documents.clear()
+        self._failed_at.clear()
 
-    @staticmethod
-    def _fetch(url: str) -> _Response:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return _Response(response.status, response.read(), dict(response.headers))
-        except urllib.error.HTTPError as error:
-            return _Response(error.code, b"", {})
-        except (OSError, ValueError) as error:
-            raise CertificatesUnavailable(f"Could not fetch {url}: {error}") from error
+    def _fetch(self, url: str, *, stale: _Document | None) -> _Response:
+        """Fetch ``url`` (the lock held); on failure, the stale document if there is one."""
+        failed_at = self._failed_at.get(url)
+        if failed_at is None or time.monotonic() - failed_at >= FAILURE_MEMORY:
+            try:
+                response = _download(url)
+            except CertificatesUnavailable as error:
+                failure: CertificatesUnavailable = error
+            else:
+                if response.status == 200:
+                    self._failed_at.pop(url, None)
+                    self._documents[url] = _Document(response)
+                    return response
+                failure = CertificatesUnavailable(f"{url} answered {response.status}.")
+            self._failed_at[url] = time.monotonic()
+            logger.warning(
+                "Could not fetch the token certificates: %s%s",
+                failure,
+                " The ones fetched before keep serving." if stale else "",
+            )
+        else:
+            failure = CertificatesUnavailable(f"Fetching {url} failed moments ago.")
+        if stale is not None:
+            return stale.response
+        raise failure
+
+
+@dataclass
+class _Document:
+    response: _Response
+    fetched_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.expires_at = self.fetched_at + _max_age(self.response.headers)
+
+    @property
+    def fresh(self) -> bool:
+        return time.monotonic() < self.expires_at
+
+
+def _download(url: str) -> _Response:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return _Response(response.status, response.read(), dict(response.headers))
+    except urllib.error.HTTPError as error:
+        return _Response(error.code, b"", {})
+    except (OSError, ValueError) as error:
+        raise CertificatesUnavailable(f"Could not fetch {url}: {error}") from error
 
 
 certificates = CachedCertificates()
@@ -162,11 +231,15 @@ def authenticate(request: HttpRequest, settings: ReceiverSettings) -> dict[str, 
         raise AuthenticationFailed("Token too long.")
     claims = _verify(token.strip(), settings)
     if claims.get("iss") not in settings.issuers:
-        raise AuthenticationFailed(f"Token issuer {claims.get('iss')!r} is not accepted.")
+        raise AuthenticationFailed("The token's issuer is not accepted.", detail=claims.get("iss"))
     if claims.get("email") not in settings.allowed_emails:
-        raise AuthenticationFailed(f"{claims.get('email')!r} may not call the receiver.", 403)
+        raise AuthenticationFailed(
+            "The token's e-mail may not call the receiver.", 403, detail=claims.get("email")
+        )
     if claims.get("email_verified") is not True:
-        raise AuthenticationFailed(f"E-mail {claims.get('email')!r} is not verified.", 403)
+        raise AuthenticationFailed(
+            "The token's e-mail is not verified.", 403, detail=claims.get("email")
+        )
     return claims
 
 
@@ -185,11 +258,8 @@ def _verify_signature(token: str, settings: ReceiverSettings) -> dict[str, Any]:
     except _UnknownKey:
         # Google rotated its keys since the certificates were cached: fetch them once more.
         if not certificates.refresh(settings.certs_url):
-            raise AuthenticationFailed("Invalid token: its key id is unknown.") from None
-    try:
-        return _decode(token, settings)
-    except _UnknownKey:
-        raise AuthenticationFailed("Invalid token: its key id is unknown.") from None
+            raise
+    return _decode(token, settings)
 
 
 class _UnknownKey(AuthenticationFailed):
@@ -214,8 +284,8 @@ def _decode(token: str, settings: ReceiverSettings) -> dict[str, Any]:
         raise
     except Exception as error:  # a hostile token can break the parser in many ways
         if "Certificate for key id" in str(error):
-            raise _UnknownKey(str(error)) from error
-        raise AuthenticationFailed(f"Invalid token: {error}") from error
+            raise _UnknownKey("Invalid token: its key id is unknown.", detail=error) from error
+        raise AuthenticationFailed("Invalid token.", detail=error) from error
     if not isinstance(claims, dict):
         raise AuthenticationFailed("Invalid token: its payload is not an object.")
     return claims

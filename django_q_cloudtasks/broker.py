@@ -22,7 +22,7 @@ from . import delays, payloads, queues
 from .client import get_client
 from .conf import QueueSettings, main_cluster_name, queue_settings
 from .exceptions import EnqueueError
-from .packages import CONTENT_TYPE
+from .packages import CONTENT_TYPE, func_name
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -91,6 +91,15 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         if changes:
             package.update(changes)
             task = SignedPackage.dumps(package)
+        return self._create(task, package, new=True)
+
+    def forward(self, task: str, package: dict[str, Any]) -> str:
+        """Send a delivered task on to its next hop (``delays.py``): the signed package as the
+        receiver verified it, whose key may be one of ``SECRET_KEY_FALLBACKS``, and
+        ``package``, what it holds."""
+        return self._create(task, package, new=False)
+
+    def _create(self, task: str, package: dict[str, Any], *, new: bool) -> str:
         task_id: str = package["id"]
         body, content_type = task.encode(), CONTENT_TYPE
         qs = self.settings
@@ -103,7 +112,8 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
                 task_id=task_id,
             )
         if len(body) > payloads.MAX_TASK_BODY_BYTES:
-            body, content_type = payloads.store(task_id, task), payloads.REFERENCE_CONTENT_TYPE
+            body = payloads.store(task_id, task, name=package["name"], func=func_name(package))
+            content_type = payloads.REFERENCE_CONTENT_TYPE
         name, schedule_time = delays.next_hop(task_id, package.get("run_after"), timezone.now())
         timeout = package.get("timeout")
         try:
@@ -118,8 +128,10 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
                 task_id=task_id,
             )
         except EnqueueError:
-            if content_type == payloads.REFERENCE_CONTENT_TYPE:
-                payloads.discard(task_id)  # not enqueued means not run: a stray task finds nothing
+            # A new task not enqueued must not run: a stray Cloud Task finds no payload. A hop
+            # keeps it: the delivery that forwards it is retried.
+            if new and content_type == payloads.REFERENCE_CONTENT_TYPE:
+                payloads.discard(task_id)
             raise
         return task_id
 
@@ -140,7 +152,8 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         time.sleep(IDLE_DEQUEUE_SECONDS)
 
     def queue_size(self) -> int | None:
-        """Tasks waiting in the queue (statistics, or a count of ListTasks on an emulator)."""
+        """Tasks waiting in the queue (statistics, or a count of ListTasks on an emulator);
+        None, within 15 s, when the queue cannot be read."""
         stats = self._queue_stats()
         return stats["tasks"] if stats else None
 
@@ -150,17 +163,12 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         return stats["running"] if stats else None
 
     def ping(self) -> bool:
-        from google.api_core import exceptions
-
+        """Whether the queue answers (GetQueue), within ``queues.API_TIMEOUT``: a health
+        check answers now, with no retries."""
         try:
-            # A health check answers now: no retries.
-            get_client(self.settings.emulator_host).get_queue(
-                name=self.settings.queue_path, retry=None, timeout=10
-            )
-        except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
-            logger.warning(
-                "Cloud Tasks queue %s is not reachable: %s", self.settings.queue_path, error
-            )
+            queues.check(self.settings)
+        except queues.QueueUnavailable as error:
+            logger.warning("%s", error)
             return False
         return True
 

@@ -5,6 +5,7 @@ Ids: ``django_q_cloudtasks.E0xx`` are errors (tasks would not run), ``W0xx`` war
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
 from . import conf
+from .payloads import MAX_TASK_BODY_BYTES
 
 
 @register()
@@ -53,10 +55,13 @@ def check_settings(
     return [
         *_check_receiver_mounted(),
         *_check_allowed_hosts(),
+        *_check_upload_size(),
         *_check_verification(),
         *_check_https_redirect(),
         *_check_cache(),
         *_check_sync(),
+        *_check_timeouts(),
+        *_check_emulator_host(),
     ]
 
 
@@ -84,6 +89,27 @@ def _check_receiver_mounted() -> list[CheckMessage]:
 def _first_cluster_per_url() -> list[conf.QueueSettings]:
     clusters = map(conf.queue_settings, conf.cluster_names())
     return list({queue.url: queue for queue in reversed(list(clusters))}.values())
+
+
+def _check_upload_size() -> list[CheckMessage]:
+    # Django answers 400 to a body over DATA_UPLOAD_MAX_MEMORY_SIZE before the view sees it.
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    largest = max(
+        min(conf.queue_settings(name).max_package_bytes, MAX_TASK_BODY_BYTES)
+        for name in conf.cluster_names()
+    )
+    if limit is None or limit >= largest:
+        return []
+    return [
+        Error(
+            f"DATA_UPLOAD_MAX_MEMORY_SIZE is {limit:,} bytes, but a task's body can be "
+            f"{largest:,} bytes: Django would answer 400 to each such delivery, every time "
+            "Cloud Tasks tries it.",
+            hint=f"Raise DATA_UPLOAD_MAX_MEMORY_SIZE to {largest:,} or more (Django's "
+            "default, 2,621,440, is enough), or lower max_package_bytes.",
+            id="django_q_cloudtasks.E018",
+        )
+    ]
 
 
 def _check_verification() -> list[CheckMessage]:
@@ -191,3 +217,54 @@ def _check_sync() -> list[CheckMessage]:
             id="django_q_cloudtasks.W006",
         )
     ]
+
+
+def _check_timeouts() -> list[CheckMessage]:
+    # With no timeout, nothing stops a task before Cloud Tasks stops waiting for it.
+    return [
+        Warning(
+            f"Cluster {queue.cluster!r} has no timeout: Cloud Tasks waits "
+            f"{queue.deadline_for(None)} s (its dispatch deadline) for the answer, then "
+            "delivers the task again, and a task still running then is run a second time "
+            "once its claim runs out.",
+            hint=f'Set Q_CLUSTER["timeout"] (or the cluster\'s own) to the longest a task may '
+            f"run, at most {conf.MAX_DISPATCH_DEADLINE - conf.DISPATCH_MARGIN} s.",
+            id="django_q_cloudtasks.W007",
+        )
+        for queue in map(conf.queue_settings, conf.cluster_names())
+        if queue.timeout is None
+    ]
+
+
+def _check_emulator_host() -> list[CheckMessage]:
+    # Emulator mode trusts the emulator's tokens, and its certificates fetched over plain
+    # HTTP: right on a developer's machine, wrong in a deployment that inherited it.
+    if settings.DEBUG:
+        return []
+    hosts = {
+        queue.emulator_host
+        for queue in map(conf.queue_settings, conf.cluster_names())
+        if queue.emulator_host and not _loopback(queue.emulator_host)
+    }
+    return [
+        Warning(
+            f"Emulator mode is on, with the emulator at {host}, not on this machine, and "
+            "DEBUG off: tasks go to that emulator, and the receiver accepts tokens it signs, "
+            "checked against certificates fetched over plain HTTP.",
+            hint=f"In production, unset {conf.EMULATOR_ENV} and "
+            'Q_CLUSTER["cloud_tasks"]["emulator_host"]. For an emulator on another host '
+            "during development, turn DEBUG on.",
+            id="django_q_cloudtasks.W008",
+        )
+        for host in sorted(hosts)
+    ]
+
+
+def _loopback(host_and_port: str) -> bool:
+    host = host_and_port.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

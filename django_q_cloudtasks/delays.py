@@ -5,10 +5,16 @@ than that travels in hops: it is created to arrive up to 30 days ahead, and the
 receiver, seeing it early, creates it again for the next hop, until the last hop arrives
 at the time asked. Each hop has a name derived from the task id and the hops left, so a
 hop delivered twice is forwarded once.
+
+A delivery that comes before the task's time without being a hop on its way runs the task
+at once (:func:`arrival`): Cloud Tasks delivers a task before its own schedule time only
+when asked to (RunTask: the admin's "Run now"), and the last hop, come early by this
+server's clock, cannot be put back under its own name, which Cloud Tasks keeps taken.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,7 +87,25 @@ def next_hop(
     return name, run_after - hops_left * HOP
 
 
-def arrived_early(task: dict[str, Any], now: datetime | None = None) -> bool:
-    """Whether a delivered task is a hop to forward rather than a task to run."""
+class Arrival(enum.Enum):
+    """What a delivered task is to the receiver: run it now, or send it on."""
+
+    DUE = "due"  # its time has come, give or take EARLY_TOLERANCE
+    FORCED = "forced"  # delivered ahead of its time on request: RunTask ("Run now"), a replay
+    EARLY = "early"  # the last hop, early by this server's clock
+    HOP = "hop"  # on its way: send it on to its next hop
+
+
+def arrival(
+    task: dict[str, Any], *, now: datetime, forced: bool = False, cloud_task: str = ""
+) -> Arrival:
+    """How to take a delivered task. ``forced``: the delivery came before the Cloud Task's
+    own schedule time; ``cloud_task``: the delivered Cloud Task's id, if known."""
     run_after = task.get("run_after")
-    return isinstance(run_after, datetime) and run_after - (now or timezone.now()) > EARLY_TOLERANCE
+    if not isinstance(run_after, datetime) or run_after - now <= EARLY_TOLERANCE:
+        return Arrival.DUE
+    if forced:
+        return Arrival.FORCED
+    if cloud_task and next_hop(task["id"], run_after, now)[0] == cloud_task:
+        return Arrival.EARLY  # its next hop would be itself
+    return Arrival.HOP

@@ -2,7 +2,8 @@
 by the admin and the monitor to name the tasks waiting in a queue.
 
 A package is verified before it is unpickled: a body that fails the signature is never
-unpickled.
+unpickled. A signed package that names code this process cannot import is not bad, only
+early for this revision: :class:`CodeMissing` tells it apart.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ REQUIRED_KEYS = ("id", "name", "func", "args", "kwargs")
 
 class BadPackage(Exception):
     """The body is not a django-q package signed with this project's key."""
+
+
+class CodeMissing(Exception):
+    """A package signed with this project's key names a module or class this revision of
+    the code lacks: one enqueued by a newer revision, during a rollout or a traffic split."""
 
 
 def decode(body: bytes) -> dict[str, Any]:
@@ -48,6 +54,11 @@ def decode(body: bytes) -> dict[str, Any]:
             "not enqueued by this project, or the key changed since and the old one is not "
             "in SECRET_KEY_FALLBACKS."
         ) from None
+    except (ImportError, AttributeError) as error:  # unpickling found no such module or class
+        raise CodeMissing(
+            f"A signed package names code this revision lacks: {error!r}. It was enqueued by "
+            "another revision of the code (a rollout, a traffic split)."
+        ) from error
     except Exception as error:  # signed by us, yet unreadable: a bug, not an attack
         raise BadPackage(f"A signed package could not be read: {error!r}") from error
     if not isinstance(task, dict) or not all(key in task for key in REQUIRED_KEYS):

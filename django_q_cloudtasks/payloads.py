@@ -2,8 +2,9 @@
 
 Cloud Tasks refuses a task over 1 MiB. A bigger signed package is kept in the database
 (the ``Payload`` model, keyed by the django-q task id) and the Cloud Task carries a
-reference instead: signed JSON naming the task and the package's SHA-256, never a
-pickle. The receiver loads the package, checks the digest, then checks the package's own
+reference instead: signed JSON naming the task (its id, and its django-q name and
+function, for screens that list it without loading megabytes) and the package's SHA-256,
+never a pickle. The receiver loads the package, checks the digest, then checks the package's own
 django-q signature as for any delivery. Once Cloud Tasks is done with the task, the
 payload is deleted.
 
@@ -48,15 +49,34 @@ class BadReference(PayloadError):
     """The body is not a reference this project signed, or does not match its payload."""
 
 
-def store(task_id: str, package: str) -> bytes:
-    """Keep ``package`` for ``task_id``; returns the body of the Cloud Task that refers to it."""
+def store(task_id: str, package: str, *, name: str = "", func: str = "") -> bytes:
+    """Keep ``package`` for ``task_id``; returns the body of the Cloud Task that refers to it.
+
+    ``name`` and ``func``, the task's django-q name and function, travel in the reference.
+    """
     from .models import Payload
 
     Payload.objects.update_or_create(
         task_id=task_id, defaults={"package": package, "created": timezone.now()}
     )
-    reference = {"task": task_id, "sha256": _digest(package), "stored": time.time()}
+    reference = {
+        "task": task_id,
+        "sha256": _digest(package),
+        "stored": time.time(),
+        "name": name,
+        "func": func,
+    }
     return signing.dumps(reference, salt=REFERENCE_SALT, compress=False).encode()
+
+
+def named(body: bytes) -> tuple[str, str]:
+    """The django-q name and function of the task a reference refers to, from the
+    reference alone; a reference made before they travelled in it names the task id."""
+    reference = _unsign(body)
+    name, func = reference.get("name"), reference.get("func")
+    if isinstance(name, str) and name and isinstance(func, str):
+        return name, func
+    return reference["task"], "(its package is kept in the database)"
 
 
 def load(body: bytes) -> str:

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
+
 from . import payloads
 from .client import get_beta_client, get_client
 from .conf import QueueSettings
+from .delays import EARLY_TOLERANCE
 from .exceptions import CloudTasksError
 from .packages import CONTENT_TYPE, BadPackage, decode, func_name
 
@@ -24,7 +27,9 @@ logger = logging.getLogger("django_q_cloudtasks")
 
 # List and Get calls share a quota of 600 a minute per region: a screen reads one page.
 DEFAULT_LIMIT = 100
-API_TIMEOUT = 10.0
+# Seconds per call: reading a queue takes at most three calls, so a screen, or qmonitor's
+# queue_size(), has its answer or its error within 15 s.
+API_TIMEOUT = 5.0
 # One attempt per call, so that a screen shows an unreachable queue at once: the client's
 # defaults retry GetQueue, ListTasks and DeleteTask for 20 s.
 ONCE: dict[str, Any] = {"retry": None, "timeout": API_TIMEOUT}
@@ -75,6 +80,8 @@ class WaitingTask:
     name: str
     func: str
     schedule_time: datetime | None
+    # Due later than EARLY_TOLERANCE from now: "Run now" runs it ahead of its time.
+    ahead: bool
     dispatch_count: int
     response_count: int
     last_response: str | None
@@ -85,16 +92,17 @@ def inspect(qs: QueueSettings) -> QueueInfo:
     """The queue with its statistics; an emulator without them gets a count of its tasks."""
     from google.api_core import exceptions
 
+    request = {"name": qs.queue_path, "read_mask": {"paths": ["*", "stats"]}}
     try:
-        queue = get_beta_client(qs.emulator_host).get_queue(
-            request={"name": qs.queue_path, "read_mask": {"paths": ["*", "stats"]}}, **ONCE
+        queue = _call(
+            qs, "read", lambda client: client.get_queue(request=request, **ONCE), beta=True
         )
         stats = _stats(queue.stats)
-    except exceptions.MethodNotImplemented:
+    except QueueUnavailable as error:
+        if not isinstance(error.__cause__, exceptions.MethodNotImplemented):
+            raise
         queue = _call(qs, "read", lambda client: client.get_queue(name=qs.queue_path, **ONCE))
-        stats = QueueStats(len(waiting_tasks(qs, limit=None)), None, None, None, None)
-    except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
-        raise _unavailable(qs, "read", error) from error
+        stats = QueueStats(len(_list_tasks(qs, limit=None)), None, None, None, None)
     rate, retry = queue.rate_limits, queue.retry_config
     return QueueInfo(
         settings=qs,
@@ -115,8 +123,18 @@ def waiting_tasks(qs: QueueSettings, *, limit: int | None = DEFAULT_LIMIT) -> li
     """The queue's tasks, soonest first, at most ``limit`` (None: all of them)."""
     from google.cloud.tasks_v2 import Task
 
+    listed = _list_tasks(qs, limit=limit, view=Task.View.FULL)
+    described = [_describe(qs, task, timezone.now()) for task in listed]
+    return sorted(described, key=lambda task: (task.schedule_time is None, task.schedule_time))
+
+
+def _list_tasks(qs: QueueSettings, *, limit: int | None, view: Any = None) -> list[Any]:
+    """The queue's Cloud Tasks, at most ``limit``; ``view`` FULL includes their bodies."""
+
     def first_tasks(client: Any) -> list[Any]:
-        request = {"parent": qs.queue_path, "response_view": Task.View.FULL}
+        request: dict[str, Any] = {"parent": qs.queue_path}
+        if view is not None:
+            request["response_view"] = view
         if limit is not None:
             request["page_size"] = limit
         pager = client.list_tasks(request=request, **ONCE)
@@ -127,9 +145,12 @@ def waiting_tasks(qs: QueueSettings, *, limit: int | None = DEFAULT_LIMIT) -> li
                 break
         return listed
 
-    listed = _call(qs, "list the tasks of", first_tasks)
-    described = [_describe(qs, task) for task in listed]
-    return sorted(described, key=lambda task: (task.schedule_time is None, task.schedule_time))
+    return _call(qs, "list the tasks of", first_tasks)  # type: ignore[no-any-return]
+
+
+def check(qs: QueueSettings) -> None:
+    """Read the queue once (GetQueue): raises QueueUnavailable unless Cloud Tasks answers."""
+    _call(qs, "read", lambda client: client.get_queue(name=qs.queue_path, **ONCE))
 
 
 def pause(qs: QueueSettings) -> None:
@@ -142,8 +163,10 @@ def resume(qs: QueueSettings) -> None:
 
 
 def run_now(qs: QueueSettings, task_id: str) -> bool:
-    """Dispatch a waiting task at once, whatever its schedule time, even from a paused queue;
-    False if it was gone (it ran meanwhile, or was deleted)."""
+    """Dispatch a waiting task at once, even from a paused queue; False if it was gone (it
+    ran meanwhile, or was deleted). The receiver runs a task dispatched ahead of its
+    schedule time at once, hop or not (``delays.arrival``); a wake-up dispatched early
+    enqueues its slot's task, which still waits for its slot."""
     return _on_task(qs, "run a task of", "run_task", task_id)
 
 
@@ -169,23 +192,32 @@ def _on_task(qs: QueueSettings, verb: str, method: str, task_id: str) -> bool:
     return True
 
 
-def _call(qs: QueueSettings, verb: str, call: Any) -> Any:
+def _call(qs: QueueSettings, verb: str, call: Any, *, beta: bool = False) -> Any:
+    """``call(client)``, its failures as QueueUnavailable; ``beta``: the v2beta3 client."""
     from google.api_core import exceptions
+    from google.auth.exceptions import GoogleAuthError
 
     try:
-        return call(get_client(qs.emulator_host))
-    except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
+        return call((get_beta_client if beta else get_client)(qs.emulator_host))
+    except (exceptions.GoogleAPICallError, exceptions.RetryError, GoogleAuthError) as error:
         raise _unavailable(qs, verb, error) from error
 
 
 def _unavailable(qs: QueueSettings, verb: str, error: Exception) -> QueueUnavailable:
     from google.api_core import exceptions
+    from google.auth.exceptions import GoogleAuthError
 
     hint = ""
     if isinstance(error, exceptions.NotFound):
         hint = " Create the queue: python manage.py cloudtasks_setup"
     elif isinstance(error, exceptions.PermissionDenied):
         hint = " Viewing needs roles/cloudtasks.viewer; pausing, running and deleting, roles/cloudtasks.queueAdmin."
+    elif isinstance(error, GoogleAuthError):
+        hint = (
+            " No credentials to call Cloud Tasks with: on Cloud Run, the service's account; "
+            "elsewhere, gcloud auth application-default login (or, for the emulator, set "
+            "CLOUD_TASKS_EMULATOR_HOST)."
+        )
     elif qs.emulator_host:
         hint = f" Is the emulator at {qs.emulator_host} running?"
     message = getattr(error, "message", None) or str(error)
@@ -203,15 +235,17 @@ def _stats(stats: Any) -> QueueStats:
     )
 
 
-def _describe(qs: QueueSettings, task: Any) -> WaitingTask:
+def _describe(qs: QueueSettings, task: Any, now: datetime) -> WaitingTask:
     kind, name, func = _contents(qs, task.http_request)
     last = task.last_attempt if "last_attempt" in task else None
+    schedule_time = task.schedule_time or None
     return WaitingTask(
         task_id=task.name.rsplit("/", 1)[-1],
         kind=kind,
         name=name,
         func=func,
-        schedule_time=task.schedule_time or None,
+        schedule_time=schedule_time,
+        ahead=schedule_time is not None and schedule_time - now > EARLY_TOLERANCE,
         dispatch_count=task.dispatch_count,
         response_count=task.response_count,
         last_response=_response(last.response_status) if last else None,
@@ -229,8 +263,8 @@ def _contents(qs: QueueSettings, http_request: Any) -> tuple[str, str, str]:
             slot = Slot.unsign(body)
             return "wake-up", f"schedule {slot.schedule_id}", f"slot {slot.time.isoformat()}"
         if content_type == payloads.REFERENCE_CONTENT_TYPE:
-            body = payloads.load(body).encode()
-        elif content_type != CONTENT_TYPE:
+            return ("task", *payloads.named(body))  # the package stays in the database
+        if content_type != CONTENT_TYPE:
             raise BadPackage(f"content type {content_type!r}")
         task = decode(body)
         return "task", str(task["name"]), func_name(task)

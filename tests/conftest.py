@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import copy
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +42,18 @@ def configure(settings: Any) -> Callable[..., None]:
 
 
 @pytest.fixture
+def newer_code() -> Iterator[types.ModuleType]:
+    """A module ``newer_revision`` with a class ``Report``, as only a newer revision of the
+    code has it: there while the test signs a package holding a Report
+    (``a_package_from_the_newer_revision``), gone after."""
+    module = types.ModuleType("newer_revision")
+    module.Report = type("Report", (), {"__module__": "newer_revision"})  # type: ignore[attr-defined]
+    sys.modules["newer_revision"] = module
+    yield module
+    sys.modules.pop("newer_revision", None)
+
+
+@pytest.fixture
 def verifying(configure: Callable[..., None], certs_server: CertsServer) -> CertsServer:
     """The receiver verifies tokens against the test's certificate endpoint."""
     configure(certs_url=certs_server.url, verify_token=True)
@@ -49,7 +63,8 @@ def verifying(configure: Callable[..., None], certs_server: CertsServer) -> Cert
 
 @pytest.fixture
 def deliver(client: Client, signing_key: SigningKey, verifying: CertsServer) -> Callable[..., Any]:
-    """POST a task to the receiver as Cloud Tasks would: a valid token, the retry count."""
+    """POST a task to the receiver as Cloud Tasks would: a valid token, the retry count, and
+    any other ``headers``."""
 
     def post(
         task: dict[str, Any] | bytes,
@@ -58,8 +73,9 @@ def deliver(client: Client, signing_key: SigningKey, verifying: CertsServer) -> 
         retries: int = 0,
         path: str = "/_tasks/",
         content_type: str = CONTENT_TYPE,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        headers = {"X-CloudTasks-TaskRetryCount": str(retries)}
+        headers = {"X-CloudTasks-TaskRetryCount": str(retries), **(headers or {})}
         if token == "valid":
             token = signing_key.token()
         if token is not None:

@@ -4,6 +4,7 @@ django-q's own task lists working with the broker."""
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -11,7 +12,9 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django_q.humanhash import humanize, uuid
@@ -19,6 +22,7 @@ from django_q.models import Failure, Schedule, Success, Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
+from django_q_cloudtasks import async_task_after
 from django_q_cloudtasks.conf import queue_settings
 from django_q_cloudtasks.models import DeadLetter, Payload, Receipt
 from tests.conftest import PausedCloudTasks, wait_for
@@ -45,6 +49,11 @@ def queue_section(html: str, cluster: str) -> str:
     start = html.index(f'id="queue-{cluster}"')
     end = html.find('id="queue-', start + 1)
     return html[start : end if end > 0 else len(html)]
+
+
+def task_row(html: str, task_id: str) -> str:
+    start = html.index(f'id="task-{task_id}"')
+    return html[start : html.index("</tr>", start)]
 
 
 def queue_state(cloud_tasks: PausedCloudTasks, cluster: str = "tests") -> str:
@@ -166,6 +175,26 @@ def test_a_queue_that_cannot_be_read_shows_why_and_the_others_still_show(
     )
     assert "Is the emulator at 127.0.0.1:9 running?" in queue_section(html, "second")
     assert humanize(task_id) in queue_section(html, "tests")
+
+
+def test_run_now_says_it_runs_a_task_due_later_at_once(admin_client, paused_cloud_tasks):
+    later = async_task_after(timedelta(days=2), "tests.project.tasks.echo", 1)
+    now = async_task("tests.project.tasks.echo", 2)
+    html = admin_client.get(reverse(QUEUES)).content.decode()
+    assert "Run now runs it now, ahead of its time, and not again then." in task_row(html, later)
+    assert "ahead of its time" not in task_row(html, now)
+
+
+def test_a_big_task_is_listed_without_loading_its_package(admin_client, paused_cloud_tasks):
+    """Its package, megabytes in the database, is neither read, hashed nor unpickled: the
+    reference names the task."""
+    task_id = async_task("tests.project.tasks.digest", os.urandom(1_100_000))
+    with CaptureQueriesContext(connection) as queries:
+        html = admin_client.get(reverse(QUEUES)).content.decode()
+    row = task_row(html, task_id)
+    assert f"<strong>{humanize(task_id)}</strong>" in row
+    assert "<code>tests.project.tasks.digest</code>" in row
+    assert not [query for query in queries if Payload._meta.db_table in query["sql"]]
 
 
 def test_task_names_and_functions_are_escaped(admin_client, paused_cloud_tasks):

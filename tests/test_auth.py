@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from django_q.models import Task
 
 from tests.support.packages import make_task
-from tests.support.tokens import SigningKey, forged_token, valid_claims
+from tests.support.tokens import CertsServer, SigningKey, forged_token, valid_claims
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -207,3 +207,82 @@ def test_new_certificates_mean_a_new_check(deliver, signing_key, signature_check
     certificates.clear()  # as when their max-age ran out, or a key id was unknown
     assert deliver(make_task("math.floor", 1.5), token=token).status_code == 200
     assert signature_checks == [token, token]
+
+
+# The certificate endpoint in trouble
+
+
+@pytest.fixture
+def own_certs_server(configure, signing_key):
+    """A certificate endpoint of this test's own, which the test may take down."""
+    from django_q_cloudtasks.auth import certificates
+
+    server = CertsServer([signing_key]).start()
+    configure(certs_url=server.url, verify_token=True)
+    certificates.clear()
+    yield server
+    server.stop()
+
+
+def test_an_unknown_key_id_while_the_endpoint_is_down_keeps_the_certificates(
+    deliver, own_certs_server, traced_task, monkeypatch
+):
+    """A caller with no token of its own sends a made-up key id while Google's endpoint is
+    unreachable: it is refused, and valid deliveries still verify against the cache."""
+    from django_q_cloudtasks import auth
+
+    assert deliver(make_task("math.floor", 1.5)).status_code == 200  # certificates cached
+    monkeypatch.setattr(auth, "MIN_REFRESH_INTERVAL", 0.0)  # the refresh is due
+    own_certs_server.stop()
+    stranger = SigningKey.generate("unknown-kid").token()
+    assert deliver(make_task("math.floor", 1.5), token=stranger).status_code == 401
+    response = deliver(traced_task)
+    assert response.status_code == 200, response.content
+    assert ran(traced_task)
+
+
+def test_expired_certificates_keep_serving_while_the_endpoint_fails(
+    deliver, own_certs_server, traced_task
+):
+    own_certs_server.max_age = 0  # every verification asks for a fresh document
+    assert deliver(make_task("math.floor", 1.5)).status_code == 200
+    own_certs_server.status = 503
+    fetches = own_certs_server.fetches
+    for _ in range(3):
+        response = deliver(make_task("math.floor", 1.5))
+        assert response.status_code == 200, response.content
+    assert own_certs_server.fetches == fetches + 1  # the failure is remembered a while
+    own_certs_server.status = 200
+    assert deliver(traced_task).status_code == 200
+
+
+def test_no_certificates_at_all_is_a_500_to_retry_not_a_refusal(deliver, own_certs_server):
+    own_certs_server.status = 503
+    response = deliver(make_task("math.floor", 1.5))
+    assert response.status_code == 500
+    assert "certificates could not be fetched" in response.json()["error"]
+
+
+# What a caller sends never reaches the log as it came
+
+
+def test_a_token_header_with_a_newline_writes_no_line_of_its_own(
+    deliver, signing_key, traced_task, caplog
+):
+    forged_line = "\nCRITICAL django_q_cloudtasks: all tasks deleted"
+    token = forged_token({"alg": "RS256" + forged_line, "kid": signing_key.kid}, valid_claims())
+    response = deliver(traced_task, token=token)
+    assert response.status_code == 401
+    assert response.json() == {"error": "Invalid token."}
+    (refusal,) = [r for r in caplog.records if r.getMessage().startswith("Refused a call")]
+    message = refusal.getMessage()
+    assert "\n" not in message
+    assert "\\nCRITICAL" in message  # there, escaped
+    assert not ran(traced_task)
+
+
+def test_a_long_detail_is_cut_short(deliver, traced_task, caplog):
+    token = forged_token({"alg": "x" * 10_000, "kid": "k"}, valid_claims())
+    assert deliver(traced_task, token=token).status_code == 401
+    (refusal,) = [r for r in caplog.records if r.getMessage().startswith("Refused a call")]
+    assert len(refusal.getMessage()) < 500

@@ -154,6 +154,18 @@ def test_an_unreachable_service_fails_ping_and_has_no_size(configure):
     assert broker.queue_size() is None
 
 
+def test_without_credentials_ping_and_the_sizes_answer_false_and_none(
+    configure, monkeypatch, caplog
+):
+    monkeypatch.delenv("CLOUD_TASKS_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/credentials.json")
+    configure()  # Google's own Cloud Tasks, as in production
+    CloudTasksBroker._stats.clear()
+    broker = CloudTasksBroker()
+    assert (broker.ping(), broker.queue_size(), broker.lock_size()) == (False, None, None)
+    assert "No credentials to call Cloud Tasks with" in caplog.text
+
+
 def test_dequeue_idles_and_says_why_once(monkeypatch, caplog):
     monkeypatch.setattr(broker_module, "IDLE_DEQUEUE_SECONDS", 0.05)
     CloudTasksBroker._warned_dequeue.clear()

@@ -1,16 +1,19 @@
 """Enqueueing while Cloud Tasks is down, silent or losing answers: the built-in emulator
 behind a TCP proxy that breaks on cue. ``async_task`` either creates exactly one task or
-raises EnqueueError within ``enqueue_timeout``, leaving nothing queued."""
+raises EnqueueError within ``enqueue_timeout``, leaving nothing queued; the broker's
+health checks answer within 15 s."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django_q.tasks import async_task
 
+from django_q_cloudtasks.broker import CloudTasksBroker
 from django_q_cloudtasks.exceptions import EnqueueError
 from tests.conftest import PausedCloudTasks
 from tests.support.tcp_proxy import TcpProxy
@@ -50,6 +53,25 @@ def test_cloud_tasks_out_of_reach_raises_within_the_enqueue_timeout(
     assert elapsed < 3 + SLACK
     proxy.restore()
     assert paused_cloud_tasks.tasks() == []
+
+
+@pytest.mark.parametrize("outage", ["refuse", "black_hole"])
+def test_out_of_reach_ping_and_the_sizes_answer_false_and_none_within_15_s(outage, proxy):
+    """qmonitor polls them every second: they answer, rather than raise or hang."""
+    CloudTasksBroker._stats.clear()
+    getattr(proxy, outage)()
+    broker = CloudTasksBroker()
+
+    def timed(method: str) -> tuple[object, float]:
+        started = time.monotonic()
+        return getattr(broker, method)(), time.monotonic() - started
+
+    with ThreadPoolExecutor(3) as pool:
+        (ping, ping_s), (size, size_s), (lock, lock_s) = pool.map(
+            timed, ["ping", "queue_size", "lock_size"]
+        )
+    assert (ping, size, lock) == (False, None, None)
+    assert max(ping_s, size_s, lock_s) <= 15
 
 
 def test_an_outage_that_ends_within_the_timeout_enqueues_one_task(

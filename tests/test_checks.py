@@ -128,3 +128,51 @@ def test_sync_mode_outside_debugging_is_a_warning(configure, settings, debug, ex
     settings.DEBUG = debug
     configure(q_cluster={"sync": True})
     assert check_ids() == expected
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (100_000, ["django_q_cloudtasks.E018"]),  # below the 1 MiB a task's body can be
+        (2_621_440, []),  # Django's default
+        (None, []),
+    ],
+)
+def test_an_upload_limit_below_the_largest_task_is_an_error(settings, limit, expected):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = limit
+    assert check_ids() == expected
+
+
+def test_an_upload_limit_above_every_clusters_max_package_bytes_is_enough(settings, configure):
+    configure(max_package_bytes=50_000)
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 60_000
+    assert check_ids() == []
+
+
+def test_a_cluster_without_a_timeout_is_a_warning(configure):
+    alt = {"second": {"timeout": None, "cloud_tasks": {"queue": "second-queue"}}}
+    configure(q_cluster={"ALT_CLUSTERS": alt})
+    (message,) = [m for m in run_checks() if m.id.startswith("django_q_cloudtasks")]
+    assert message.id == "django_q_cloudtasks.W007"
+    assert "Cluster 'second' has no timeout: Cloud Tasks waits 600 s" in message.msg
+    assert "second time" in message.msg
+
+
+@pytest.mark.parametrize(
+    ("host", "debug", "expected"),
+    [
+        ("10.0.0.7:8123", False, ["django_q_cloudtasks.W008"]),
+        ("emulator:8123", False, ["django_q_cloudtasks.W008"]),
+        ("10.0.0.7:8123", True, []),  # development, on another host
+        ("127.0.0.1:8123", False, []),
+        ("localhost:8123", False, []),
+        ("[::1]:8123", False, []),
+    ],
+)
+def test_emulator_mode_off_this_machine_in_production_is_a_warning(
+    configure, settings, monkeypatch, host, debug, expected
+):
+    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", host)
+    settings.DEBUG = debug
+    configure()
+    assert check_ids() == expected

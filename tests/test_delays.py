@@ -10,7 +10,7 @@ from django_q.models import Success
 from django_q.signing import SignedPackage
 
 from django_q_cloudtasks import async_task_after
-from django_q_cloudtasks.delays import HOP, MAX_SCHEDULE_AHEAD, arrived_early, next_hop, resolve
+from django_q_cloudtasks.delays import HOP, MAX_SCHEDULE_AHEAD, Arrival, arrival, next_hop, resolve
 from django_q_cloudtasks.exceptions import EnqueueError
 from tests.support.packages import make_task
 
@@ -99,9 +99,9 @@ def test_anything_else_is_refused(value):
 
 
 def test_a_task_is_early_only_beyond_a_few_minutes():
-    assert arrived_early({"run_after": NOW + timedelta(minutes=6)}, NOW)
-    assert not arrived_early({"run_after": NOW + timedelta(minutes=4)}, NOW)
-    assert not arrived_early({}, NOW)
+    assert arrival({"id": "abc", "run_after": NOW + timedelta(minutes=6)}, now=NOW) is Arrival.HOP
+    assert arrival({"id": "abc", "run_after": NOW + timedelta(minutes=4)}, now=NOW) is Arrival.DUE
+    assert arrival({"id": "abc"}, now=NOW) is Arrival.DUE
 
 
 def test_the_receiver_forwards_an_early_hop_and_runs_nothing(paused_cloud_tasks, deliver):

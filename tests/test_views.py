@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from django.core import signing
-from django.core.signing import TimestampSigner
 from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
@@ -22,16 +21,10 @@ from django_q_cloudtasks.packages import CONTENT_TYPE, BadPackage, decode
 from django_q_cloudtasks.scheduling import Slot
 from tests.conftest import assert_rejected
 from tests.project.tasks import LeavesATrace
-from tests.support.packages import make_task, sign
+from tests.support.packages import make_task, sign, signed_with
 from tests.support.tokens import ISSUER
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def signed_with(key: str, obj: object) -> bytes:
-    """What django-q's SignedPackage.dumps makes, with any key."""
-    data = base64.urlsafe_b64encode(pickle.dumps(obj)).rstrip(b"=").decode()
-    return TimestampSigner(key=key, salt=Conf.PREFIX).sign(data).encode()
 
 
 @pytest.fixture
@@ -140,7 +133,7 @@ call_command("migrate", verbosity=0)
 settings.Q_CLUSTER["cloud_tasks"]["verify_token"] = False
 setup_test_environment()
 from django.test import Client
-from tests.support.packages import make_task, sign
+from tests.support.packages import make_task, sign, signed_with
 response = Client().post("/_tasks/", data=sign(make_task("math.copysign", 2, -2)),
                          content_type="application/octet-stream")
 assert response.status_code == 200, response.content

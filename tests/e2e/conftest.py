@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_q_cloudtasks.client import get_client
+from django_q_cloudtasks.client import forget, get_client
 from tests.support.ports import free_port, free_port_pair, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +115,8 @@ def running_stack(
         "database": database_name,
         "logs": str(logs),
     }
+    # This process's clients of an emulator that was on this port before back off: drop them.
+    forget(stack["emulator_host"])
     emulator_process = _start_emulator(
         emulator, emulator_port, server_port, request, logs / "emulator.log", emulator_options
     )
@@ -154,6 +156,7 @@ def running_stack(
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        forget(stack["emulator_host"])
 
 
 @pytest.fixture(scope="session", params=["built-in", "gcloud-tasks-emulator"])

@@ -6,16 +6,20 @@ No qcluster runs: every result below was produced by the receiver view under gun
 import hashlib
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django_q.models import Failure, Task
+from django_q.models import Failure, Success, Task
 from django_q.tasks import async_chain, async_task, fetch, result, result_group
 
+from django_q_cloudtasks import async_task_after, queues
 from django_q_cloudtasks.client import get_client
+from django_q_cloudtasks.conf import queue_settings
 from django_q_cloudtasks.models import Payload
 from django_q_cloudtasks.packages import CONTENT_TYPE
 from tests.conftest import wait_for
+from tests.e2e.conftest import queue_is_empty
 from tests.support.packages import make_task, sign
 
 pytestmark = pytest.mark.e2e
@@ -43,6 +47,17 @@ def test_a_failing_task_is_retried_until_max_attempts_then_left_alone(e2e, tmp_p
     time.sleep(2)  # the emulator retries within 0.1 s: a fourth delivery would show by now
     assert trace.read_text() == "xxx"
     assert Task.objects.get(id=task_id).attempt_count == 3
+
+
+def test_run_now_on_a_task_delayed_by_two_days_runs_it_once(e2e, trace):
+    """The admin's "Run now" (RunTask): Cloud Tasks delivers the task two days early."""
+    if e2e["emulator"] != "built-in":
+        pytest.skip("the third-party emulator delivers at once, ignoring schedule_time")
+    task_id = async_task_after(timedelta(days=2), "tests.project.tasks.append", str(trace), "ran\n")
+    assert queues.run_now(queue_settings(), task_id)
+    wait_for(lambda: Success.objects.filter(id=task_id).exists())
+    wait_for(lambda: queue_is_empty(e2e))
+    assert trace.runs == ["ran"]
 
 
 def test_a_hook_is_called_with_the_result(e2e, tmp_path):

@@ -12,7 +12,7 @@ from django_q.tasks import async_task
 
 from django_q_cloudtasks.models import DeadLetter
 from tests.conftest import wait_for
-from tests.e2e.conftest import answers, queue_is_empty
+from tests.e2e.conftest import answers, queue_is_empty, start_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -40,3 +40,17 @@ def test_without_the_old_key_they_are_rejected_once_and_kept(start_stack, trace)
     assert trace.runs == []
     log = Path(stack["logs"], "server.log").read_text()
     assert log.count("kept as dead letter") == 1  # said once, loudly
+
+
+def test_with_the_old_key_restored_a_replay_runs_them(start_stack, trace):
+    stack = start_stack(server_env={"DJQ_SECRET_KEY": NEW_KEY})
+    task_id = async_task("tests.project.tasks.append", str(trace), "ran\n")
+    wait_for(lambda: DeadLetter.objects.exists(), timeout=30)
+    # The project's own key (the tests' SECRET_KEY) is the old one: restored.
+    replay = start_command(stack, "cloudtasks_replay", "--all")
+    output, _ = replay.communicate(timeout=60)
+    assert replay.returncode == 0, output.decode()
+    assert b"succeeded; deleted." in output
+    assert Success.objects.filter(id=task_id).exists()
+    assert trace.runs == ["ran"]
+    assert not DeadLetter.objects.exists()

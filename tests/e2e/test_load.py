@@ -16,7 +16,12 @@ from django_q.tasks import async_task
 from tests.conftest import wait_for
 from tests.e2e.conftest import answers, queue_is_empty
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# Its load would slow the timed schedule test down: the two run one after the other.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("cpu-bound or timed"),
+    pytest.mark.django_db(transaction=True),
+]
 
 TASKS = 10_000
 WORKERS = 4

@@ -104,6 +104,7 @@ def test_a_firing_killed_after_enqueue_and_before_commit_runs_its_task_once(e2e,
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cpu-bound or timed")  # not beside the load test (test_load.py)
 def test_an_every_minute_schedule_fires_three_times_each_within_two_seconds_of_its_slot(
     e2e, tmp_path
 ):

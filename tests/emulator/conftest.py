@@ -14,7 +14,6 @@ from django_q_cloudtasks.emulator import Emulator
 from tests.support.ports import free_port_pair
 from tests.support.target import Target
 
-
 # Recordings of the real service, kept in the repository with their licence (see its README).
 RECORDINGS = Path(__file__).resolve().parent / "recordings"
 PARENT = "projects/test-project/locations/europe-west1"

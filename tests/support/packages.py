@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
+from django.core import signing
 from django.utils import timezone
+from django_q.conf import Conf
 from django_q.humanhash import uuid
-from django_q.signing import SignedPackage
+from django_q.signing import PickleSerializer, SignedPackage
 
 
 def make_task(func: str, *args: Any, **options: Any) -> dict[str, Any]:
@@ -20,3 +24,20 @@ def make_task(func: str, *args: Any, **options: Any) -> dict[str, Any]:
 
 def sign(task: dict[str, Any]) -> bytes:
     return SignedPackage.dumps(task).encode()
+
+
+def signed_with(key: str, obj: object) -> bytes:
+    """What django-q's SignedPackage.dumps makes, with any key: as another key, or an old
+    one, signed it."""
+    return signing.dumps(obj, key=key, salt=Conf.PREFIX, serializer=PickleSerializer).encode()
+
+
+def a_package_from_the_newer_revision(module: types.ModuleType, *, lacks: str) -> bytes:
+    """A signed task whose argument is a ``module.Report`` (see the ``newer_code`` fixture);
+    then this revision lacks the module (``lacks="module"``), or has it without the class."""
+    body = sign(make_task("tests.project.tasks.echo", module.Report()))
+    if lacks == "module":
+        del sys.modules[module.__name__]
+    else:
+        del module.Report
+    return body

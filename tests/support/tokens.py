@@ -76,10 +76,16 @@ def forged_token(header: dict[str, Any], claims: dict[str, Any], sign: Any = Non
 
 @dataclass
 class CertsServer:
-    """Serves ``{kid: certificate PEM}`` like Google's v1 certs endpoint, and counts fetches."""
+    """Serves ``{kid: certificate PEM}`` like Google's v1 certs endpoint, and counts fetches.
+
+    ``max_age`` is the Cache-Control max-age it sends; ``status`` other than 200 makes it
+    fail each fetch with that status, as an endpoint in trouble does.
+    """
 
     keys: list[SigningKey]
     fetches: int = 0
+    max_age: int = 3600
+    status: int = 200
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     @property
@@ -94,9 +100,9 @@ class CertsServer:
             def do_GET(self) -> None:
                 owner.fetches += 1
                 body = json.dumps({k.kid: k.certificate_pem.decode() for k in owner.keys}).encode()
-                self.send_response(200)
+                self.send_response(owner.status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Cache-Control", "public, max-age=3600")
+                self.send_header("Cache-Control", f"public, max-age={owner.max_age}")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

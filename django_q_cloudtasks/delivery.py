@@ -1,0 +1,257 @@
+"""The receive side: what becomes of one delivery, from its body to its answer.
+
+The views (``views.py``) authenticate the caller, then hand the delivery to
+:func:`take_task` or :func:`take_wake_up` and turn the :class:`Result` into an HTTP
+answer; replaying a dead letter (``deadletters.py``) takes the same steps. A task:
+
+1. is read: a reference's package loaded from the database (``payloads.py``), and its
+   django-q signature verified before anything is unpickled (``packages.py``);
+2. runs with its cluster's settings, or the main cluster's when ``Q_CLUSTER`` no longer
+   defines its cluster, as a qcluster started under an unknown name does;
+3. is sent on to its next hop when its time has not come (``delays.py``);
+4. runs once (``execution.py``), and the verdict becomes the answer.
+
+A body that can never run is *rejected*: the view keeps it as a dead letter and answers
+2xx, since retrying could not change that. A signed package that names code this
+revision lacks is retried instead, up to ``MISSING_CODE_RETRIES`` times: during a rollout
+or a traffic split, a later delivery may reach a revision that has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils import timezone
+
+from . import payloads, scheduling
+from .broker import CloudTasksBroker
+from .conf import QueueSettings, cluster_names, main_cluster_name, queue_settings
+from .delays import EARLY_TOLERANCE, Arrival, arrival
+from .exceptions import EnqueueError
+from .execution import Verdict, execute
+from .packages import BadPackage, CodeMissing, decode, func_name
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+# Deliveries of a package naming missing code before it becomes a dead letter: with Cloud
+# Tasks' default backoff (0.1 s, doubling up to 3,600 s), 8.8 hours from the first to the
+# last, time for a rollout to finish or a traffic split to send one to the new revision.
+MISSING_CODE_RETRIES = 24
+# Header values longer than this are not numbers Cloud Tasks sends.
+MAX_NUMBER_LENGTH = 20
+
+HTTP_STATUS = {
+    Verdict.SUCCEEDED: 200,
+    Verdict.FAILED: 200,
+    Verdict.DUPLICATE: 200,
+    Verdict.RETRY: 500,
+    Verdict.BUSY: 409,
+}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery: its body, and what Cloud Tasks' headers say of the Cloud Task.
+
+    The headers are informational, never an identity: the caller was authenticated by its
+    token, and the body is trusted only once its own signature checks out.
+    """
+
+    body: bytes
+    content_type: str = ""
+    retries: int = 0  # earlier attempts of this Cloud Task
+    cloud_task: str = ""  # the Cloud Task's id
+    queue: str = ""
+    scheduled: datetime | None = None  # the Cloud Task's own schedule time
+    replayed: bool = False  # an operator's replay of a dead letter
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> Delivery:
+        headers = request.headers
+        eta = _number(headers.get("X-CloudTasks-TaskETA", ""))
+        return cls(
+            body=request.body,
+            content_type=request.content_type or "",
+            retries=int(_number(headers.get("X-CloudTasks-TaskRetryCount", "")) or 0),
+            cloud_task=headers.get("X-CloudTasks-TaskName", ""),
+            queue=headers.get("X-CloudTasks-QueueName", ""),
+            scheduled=datetime.fromtimestamp(eta, UTC) if eta else None,
+        )
+
+    def forced(self, now: datetime) -> bool:
+        """Whether someone asked for this delivery ahead of the Cloud Task's time: Cloud
+        Tasks' RunTask (the admin's "Run now"), or a replay."""
+        return self.replayed or (
+            self.scheduled is not None and self.scheduled - now > EARLY_TOLERANCE
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of a delivery: the HTTP status that tells Cloud Tasks, and the answer."""
+
+    http_status: int
+    status: str | None = None  # succeeded, failed, duplicate, retry, busy, forwarded...
+    error: str | None = None
+    task: dict[str, Any] | None = None  # the task, once its package was verified
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> bool:
+        """The body can never run: the view keeps it as a dead letter."""
+        return self.status == "rejected"
+
+    @property
+    def final(self) -> bool:
+        """Cloud Tasks is done with the delivery: it answered 2xx and was not rejected."""
+        return 200 <= self.http_status < 300 and not self.rejected
+
+    @property
+    def outcome(self) -> str:
+        return self.status or ("retry" if self.http_status >= 500 else "refused")
+
+    def answer(self) -> dict[str, Any]:
+        """The JSON body of the answer."""
+        body = {"status": self.status, **self.details, "error": self.error}
+        return {key: value for key, value in body.items() if value is not None}
+
+
+def take_task(delivery: Delivery) -> Result:
+    """Read, then forward or run, one delivered task."""
+    by_reference = delivery.content_type == payloads.REFERENCE_CONTENT_TYPE
+    try:
+        package = payloads.load(delivery.body).encode() if by_reference else delivery.body
+        task = decode(package)
+    except payloads.PayloadPending as error:
+        logger.warning("A task delivery came early: %s", error)
+        return Result(500, error=str(error))
+    except payloads.PayloadGone as error:
+        logger.error("Abandoned a task delivery: %s", error)
+        return Result(200, "abandoned", str(error))
+    except CodeMissing as error:
+        return _missing_code(delivery, error)
+    except (BadPackage, payloads.BadReference) as error:
+        return Result(200, "rejected", str(error))
+
+    queue = _cluster_of(task)
+    task["cluster"] = queue.cluster
+    now = timezone.now()
+    how = arrival(task, now=now, forced=delivery.forced(now), cloud_task=delivery.cloud_task)
+    if how is Arrival.HOP:
+        return _forward(package, task, queue)
+    if how is not Arrival.DUE:
+        _log_early(task, how, now)
+    outcome = execute(task, previous_attempts=delivery.retries)
+    if by_reference and outcome.done:
+        payloads.discard(outcome.task_id)
+    return Result(
+        HTTP_STATUS[outcome.verdict],
+        outcome.verdict.value,
+        task=task,
+        details={"task": outcome.task_id, "cluster": outcome.cluster, "attempt": outcome.attempt},
+    )
+
+
+def take_wake_up(delivery: Delivery) -> Result:
+    """Fire the schedule slot a wake-up carries (``scheduling.py``)."""
+    try:
+        slot = scheduling.Slot.unsign(delivery.body)
+    except scheduling.BadSlot as error:
+        return Result(200, "rejected", str(error))
+    try:
+        fired = scheduling.fire(slot)
+    except EnqueueError as error:
+        logger.error("Schedule %s, slot %s: %s", slot.schedule_id, slot.time, error)
+        return Result(500, error=str(error))
+    details = {"schedule": slot.schedule_id, "slot": slot.time.isoformat(), "task": slot.task_id}
+    return Result(200, fired.value, details=details)
+
+
+def _missing_code(delivery: Delivery, error: CodeMissing) -> Result:
+    if delivery.retries + 1 >= MISSING_CODE_RETRIES or delivery.replayed:
+        return Result(
+            200,
+            "rejected",
+            f"{error} It was delivered {delivery.retries + 1} times. Deploy the code it "
+            "needs, then replay this dead letter.",
+        )
+    logger.warning(
+        "Cloud Task %r (delivery %d of at most %d): %s",
+        delivery.cloud_task,
+        delivery.retries + 1,
+        MISSING_CODE_RETRIES,
+        error,
+    )
+    return Result(500, "retry", f"{error} Cloud Tasks delivers it again.")
+
+
+def _forward(package: bytes, task: dict[str, Any], queue: QueueSettings) -> Result:
+    """Send a task that is still far from its time on to its next hop."""
+    try:
+        CloudTasksBroker(queue.cluster).forward(package.decode("ascii"), task)
+    except EnqueueError as error:
+        logger.error("Could not send task %s on towards its time: %s", task["id"], error)
+        return Result(500, error=str(error), task=task)
+    details = {"task": task["id"], "run_after": task["run_after"].isoformat()}
+    return Result(200, "forwarded", task=task, details=details)
+
+
+def _log_early(task: dict[str, Any], how: Arrival, now: datetime) -> None:
+    ahead = _rounded(task["run_after"] - now)
+    if how is Arrival.FORCED:
+        logger.info(
+            "Task %s (%s) runs now, %s before its time: it was asked for ahead of it.",
+            task["name"],
+            func_name(task),
+            ahead,
+        )
+    else:
+        logger.warning(
+            "Task %s (%s) came %s before its time by this server's clock, as its last hop: "
+            "it runs now. Is the clock right?",
+            task["name"],
+            func_name(task),
+            ahead,
+        )
+
+
+_unknown_clusters: set[str] = set()
+_unknown_clusters_lock = threading.Lock()
+
+
+def _cluster_of(task: dict[str, Any]) -> QueueSettings:
+    """The settings a task runs with: its cluster's, else the main cluster's."""
+    name = task.get("cluster")
+    if name is None or name in cluster_names():
+        return queue_settings(name)
+    with _unknown_clusters_lock:
+        first = name not in _unknown_clusters
+        _unknown_clusters.add(name)
+    if first:
+        logger.warning(
+            "Q_CLUSTER defines no cluster %r (removed from ALT_CLUSTERS?): its tasks run in "
+            "cluster %r, with its settings.",
+            name,
+            main_cluster_name(),
+        )
+    return queue_settings(None)
+
+
+def _number(value: str) -> float | None:
+    """A header's number, if it is one Cloud Tasks could have sent."""
+    if not value or len(value) > MAX_NUMBER_LENGTH or not value.isascii():
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if 0 <= number < 1e11 else None  # no nan, no inf; a time before 5138
+
+
+def _rounded(duration: timedelta) -> timedelta:
+    return timedelta(seconds=round(duration.total_seconds()))

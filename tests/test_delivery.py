@@ -1,0 +1,187 @@
+"""What becomes of a delivery on the odd paths: a task forced ahead of its time, a hop
+signed with an old key, code that only a newer revision has, a cluster no longer
+configured, headers that are not what Cloud Tasks sends. Each ends in a clear outcome:
+the task runs, is sent on, is retried a bounded number of times, or is kept as a dead
+letter; none is lost."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_q.models import Failure, Success
+
+from django_q_cloudtasks import delivery
+from django_q_cloudtasks.delivery import MISSING_CODE_RETRIES
+from django_q_cloudtasks.models import DeadLetter
+from tests.conftest import assert_rejected
+from tests.support.packages import a_package_from_the_newer_revision, make_task, signed_with
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def eta(when: timedelta) -> dict[str, str]:
+    """The header with the Cloud Task's own schedule time, ``when`` from now."""
+    return {"X-CloudTasks-TaskETA": f"{(timezone.now() + when).timestamp():.6f}"}
+
+
+def cloud_task_id(cloud_task) -> str:
+    return cloud_task.name.rsplit("/", 1)[1]
+
+
+# A task delivered before its time
+
+
+def test_the_last_hop_run_ahead_of_its_time_runs_the_task(deliver):
+    """The admin's "Run now" on a task delayed by two days: Cloud Tasks delivers it at
+    once, with its own schedule time two days ahead."""
+    task = make_task("math.copysign", 2, -2, run_after=timezone.now() + timedelta(days=2))
+    response = deliver(
+        task, headers={"X-CloudTasks-TaskName": task["id"], **eta(timedelta(days=2))}
+    )
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+    assert Success.objects.get(id=task["id"]).result == -2.0
+
+
+def test_a_hop_run_ahead_of_its_time_runs_the_task_rather_than_forwarding_it(
+    deliver, paused_cloud_tasks
+):
+    run_after = timezone.now() + timedelta(days=45)
+    task = make_task("math.copysign", 2, -2, run_after=run_after)
+    headers = {"X-CloudTasks-TaskName": f"{task['id']}-1", **eta(timedelta(days=16))}
+    assert deliver(task, headers=headers).json()["status"] == "succeeded"
+    assert Success.objects.filter(id=task["id"]).exists()
+    assert paused_cloud_tasks.tasks() == []  # no hop left behind to run it again
+
+
+def test_the_last_hop_early_by_this_servers_clock_runs_now(deliver, caplog):
+    """Cloud Tasks' clock says it is time, this server's says ten minutes early: the task
+    cannot be put back under its own name, so it runs, with a warning about the clock."""
+    task = make_task("math.copysign", 2, -2, run_after=timezone.now() + timedelta(minutes=10))
+    response = deliver(task, headers={"X-CloudTasks-TaskName": task["id"]})
+    assert response.json()["status"] == "succeeded"
+    assert "Is the clock right?" in caplog.text
+
+
+def test_a_hop_on_its_way_is_still_forwarded(deliver, paused_cloud_tasks):
+    """The first hop of a task due in 45 days, at its own time: 29 days before the task's."""
+    run_after = timezone.now() + timedelta(days=29)
+    task = make_task("math.copysign", 2, -2, run_after=run_after)
+    headers = {"X-CloudTasks-TaskName": f"{task['id']}-1", **eta(timedelta(0))}
+    assert deliver(task, headers=headers).json()["status"] == "forwarded"
+    assert [cloud_task_id(t) for t in paused_cloud_tasks.tasks()] == [task["id"]]
+    assert not Success.objects.filter(id=task["id"]).exists()
+
+
+# A hop signed with a key the project has rotated since
+
+
+def test_a_hop_signed_with_a_fallback_key_is_forwarded_as_it_was_signed(
+    deliver, settings, paused_cloud_tasks
+):
+    """A task enqueued for 45 days later, signed before SECRET_KEY was rotated, the old key
+    kept in SECRET_KEY_FALLBACKS: its first hop, 29 days before its time, goes on to the
+    last, with the signature the receiver verified."""
+    task = make_task("math.copysign", 2, -2, run_after=timezone.now() + timedelta(days=29))
+    body = signed_with("old-key", task)
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-key", ["old-key"]
+    response = deliver(body)
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "forwarded"
+    (hop,) = paused_cloud_tasks.tasks()
+    assert cloud_task_id(hop) == task["id"]
+    assert hop.http_request.body == body
+
+
+# A package naming code that only a newer revision has
+
+
+@pytest.mark.parametrize("lacks", ["module", "class"])
+def test_a_package_naming_missing_code_is_retried_not_dropped(deliver, newer_code, lacks):
+    body = a_package_from_the_newer_revision(newer_code, lacks=lacks)
+    response = deliver(body, retries=3)
+    assert response.status_code == 500  # retried: never 429 or 503, which slow the queue
+    assert response.json()["status"] == "retry"
+    assert "newer_revision" in response.json()["error"]
+    assert not DeadLetter.objects.exists()
+    assert not Success.objects.exists()
+    assert not Failure.objects.exists()
+
+
+def test_a_package_naming_missing_code_becomes_a_dead_letter_after_its_last_retry(
+    deliver, newer_code
+):
+    body = a_package_from_the_newer_revision(newer_code, lacks="module")
+    assert deliver(body, retries=MISSING_CODE_RETRIES - 2).status_code == 500
+    letter = assert_rejected(deliver(body, retries=MISSING_CODE_RETRIES - 1), "code")
+    assert f"delivered {MISSING_CODE_RETRIES} times" in letter.reason
+    assert bytes(letter.body) == body
+
+
+def test_once_the_code_is_there_the_retry_runs_it(deliver, newer_code):
+    body = a_package_from_the_newer_revision(newer_code, lacks="module")
+    assert deliver(body).status_code == 500
+    sys.modules["newer_revision"] = newer_code  # the delivery reached the newer revision
+    assert deliver(body, retries=1).json()["status"] == "succeeded"
+
+
+# A task of a cluster Q_CLUSTER no longer defines
+
+
+@pytest.fixture
+def unknown_clusters_warned(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    warned: set[str] = set()
+    monkeypatch.setattr(delivery, "_unknown_clusters", warned)
+    return warned
+
+
+@pytest.mark.parametrize("cluster", ["old_reports", "oldreports"])
+def test_a_task_of_a_removed_cluster_runs_with_the_main_clusters_settings(
+    deliver, unknown_clusters_warned, caplog, cluster
+):
+    """Whether or not the name could be a queue id, as django-q's qcluster does under a
+    name ALT_CLUSTERS lacks; a warning once per name."""
+    for _ in range(2):
+        task = make_task("math.copysign", 2, -2, cluster=cluster)
+        response = deliver(task)
+        assert response.status_code == 200
+        assert response.json()["cluster"] == "tests"
+        assert Success.objects.get(id=task["id"]).cluster == "tests"
+    warnings = [r for r in caplog.records if "defines no cluster" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+
+
+def test_a_failing_task_of_a_removed_cluster_gets_the_main_clusters_attempts(
+    deliver, unknown_clusters_warned, tmp_path
+):
+    task = make_task(
+        "tests.project.tasks.count_and_fail", str(tmp_path / "runs"), cluster="old_reports"
+    )
+    assert deliver(task).json()["status"] == "retry"  # the main cluster allows 3 attempts
+    assert deliver(task, retries=1).json()["status"] == "retry"
+    assert deliver(task, retries=2).json()["status"] == "failed"
+    assert (tmp_path / "runs").read_text() == "xxx"
+
+
+# Headers that are not what Cloud Tasks sends
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "-1", "1e400", "nan", "inf", "٣", "0x10", "", " 7 "])
+def test_an_odd_retry_count_counts_as_none(deliver, value):
+    task = make_task("math.copysign", 2, -2)
+    response = deliver(task, headers={"X-CloudTasks-TaskRetryCount": value})
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "nan", "inf", "-5", "soon"])
+def test_an_odd_schedule_time_forces_nothing(deliver, paused_cloud_tasks, value):
+    task = make_task("math.copysign", 2, -2, run_after=timezone.now() + timedelta(days=2))
+    response = deliver(task, headers={"X-CloudTasks-TaskETA": value})
+    assert response.json()["status"] == "forwarded"
+    assert not Success.objects.filter(id=task["id"]).exists()
