@@ -212,8 +212,9 @@ def _log_early(task: dict[str, Any], how: Arrival, now: datetime) -> None:
         )
     else:
         logger.warning(
-            "Task %s (%s) came %s before its time by this server's clock, as its last hop: "
-            "it runs now. Is the clock right?",
+            "Task %s (%s) came %s before its time by this server's clock, as its last hop, "
+            'which cannot wait under its own name: it runs now. A "Run now", or is a clock '
+            "wrong?",
             task["name"],
             func_name(task),
             ahead,
