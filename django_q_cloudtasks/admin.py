@@ -18,6 +18,7 @@ type or permission is ever made for it.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +44,8 @@ from .models import DeadLetter, Payload, Receipt
 logger = logging.getLogger("django_q_cloudtasks")
 
 STEER_PERMISSION = "django_q.change_schedule"
+# A Cloud Task id, as Cloud Tasks allows it: nothing else reaches the API or the log.
+CLOUD_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 # A dead letter's body is shown up to this many bytes: a package can be megabytes.
 BODY_PREVIEW_BYTES = 2048
 
@@ -171,6 +174,8 @@ class CloudTasksQueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         if cluster not in cluster_names():
             raise Http404(f"No cluster {cluster!r}.")
+        if task_id and not CLOUD_TASK_ID.fullmatch(task_id):
+            raise Http404("No such Cloud Task.")
         try:
             level, message = steer(action, queue_settings(cluster), task_id)
         except queues.QueueUnavailable as error:
@@ -229,18 +234,13 @@ class DeadLetterAdmin(RecordAdmin):
 
     @admin.action(description="Replay selected dead letters", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: models.QuerySet[DeadLetter]) -> None:
-        """Each letter through the receiver again, in this request (``deadletters.py``)."""
-        for letter in queryset.order_by("received", "pk"):
-            pk, result = letter.pk, deadletters.replay(letter)
-            if result.final:
-                level, message = messages.SUCCESS, f"Dead letter {pk}: {result.outcome}; deleted."
-            else:
-                level, message = (
-                    messages.WARNING,
-                    (f"Dead letter {pk}: {result.outcome}; kept: {result.error}"),
-                )
-            logger.info("%s, in the admin: %s", request.user.get_username(), message)
-            self.message_user(request, message, level)
+        """Each letter through the receiver again, oldest first, in this request
+        (``deadletters.py``)."""
+        oldest_first = queryset.order_by("received", "pk").values_list("pk", flat=True)
+        for replayed in deadletters.replay_each(oldest_first):
+            logger.info("%s, in the admin: %s", request.user.get_username(), replayed)
+            level = messages.SUCCESS if replayed.deleted else messages.WARNING
+            self.message_user(request, str(replayed), level)
 
     @admin.display(description="body")
     def body_preview(self, letter: DeadLetter) -> str:

@@ -15,6 +15,8 @@ fixed reason, and any detail of the token only escaped and cut short.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import re
 import threading
@@ -95,11 +97,17 @@ class CachedCertificates:
         document = self._documents.get(url)
         if document and document.fresh:
             return document.response
-        with self._lock:
+        # While one thread fetches, the others go on with the stale document, if any.
+        if not self._lock.acquire(blocking=document is None):
+            assert document is not None
+            return document.response
+        try:
             document = self._documents.get(url)
             if document and document.fresh:
                 return document.response
             return self._fetch(url, stale=document)
+        finally:
+            self._lock.release()
 
     def current(self, url: str) -> _Response | None:
         """The document cached for ``url`` while it is fresh, else None."""
@@ -107,17 +115,20 @@ class CachedCertificates:
         return document.response if document and document.fresh else None
 
     def refresh(self, url: str) -> bool:
-        """Fetch the document again, unless it was fetched moments ago; True if a new
-        document came. The one cached stays until another replaces it."""
-        with self._lock:
+        """Fetch the document again, unless it was fetched moments ago or another thread is
+        fetching it; True if a new document came. The one cached stays until another
+        replaces it."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
             document = self._documents.get(url)
             if document and time.monotonic() - document.fetched_at < MIN_REFRESH_INTERVAL:
                 return False
-            try:
+            with contextlib.suppress(CertificatesUnavailable):
                 self._fetch(url, stale=document)
-            except CertificatesUnavailable:
-                return False
             return self._documents.get(url) is not document
+        finally:
+            self._lock.release()
 
     def clear(self) -> None:
         self._documents.clear()
@@ -132,11 +143,14 @@ class CachedCertificates:
             except CertificatesUnavailable as error:
                 failure: CertificatesUnavailable = error
             else:
-                if response.status == 200:
+                if response.status == 200 and _is_object(response.data):
                     self._failed_at.pop(url, None)
                     self._documents[url] = _Document(response)
                     return response
-                failure = CertificatesUnavailable(f"{url} answered {response.status}.")
+                failure = CertificatesUnavailable(
+                    f"{url} answered {response.status}"
+                    + (", not with a JSON object." if response.status == 200 else ".")
+                )
             self._failed_at[url] = time.monotonic()
             logger.warning(
                 "Could not fetch the token certificates: %s%s",
@@ -152,8 +166,11 @@ class CachedCertificates:
 
 @dataclass
 class _Document:
+    """A certificate document as fetched, fresh for its max-age."""
+
     response: _Response
     fetched_at: float = field(default_factory=time.monotonic)
+    expires_at: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.expires_at = self.fetched_at + _max_age(self.response.headers)
@@ -161,6 +178,15 @@ class _Document:
     @property
     def fresh(self) -> bool:
         return time.monotonic() < self.expires_at
+
+
+def _is_object(data: bytes) -> bool:
+    """Whether a document could be certificates: ``{key id: PEM}`` (a captive portal or a
+    proxy's error page answers 200 too)."""
+    try:
+        return isinstance(json.loads(data), dict)
+    except ValueError:
+        return False
 
 
 def _download(url: str) -> _Response:

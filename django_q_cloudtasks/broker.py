@@ -103,7 +103,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         task_id: str = package["id"]
         body, content_type = task.encode(), CONTENT_TYPE
         qs = self.settings
-        if len(body) > qs.max_package_bytes:
+        if new and len(body) > qs.max_package_bytes:  # a hop was measured when enqueued
             raise EnqueueError(
                 f"Task {task_id} ({package['func']!r}) is {len(body):,} bytes signed, over the "
                 f"limit of {qs.max_package_bytes:,} (max_package_bytes). Pass a reference to "

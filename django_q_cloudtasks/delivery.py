@@ -8,7 +8,9 @@ answer; replaying a dead letter (``deadletters.py``) takes the same steps. A tas
    django-q signature verified before anything is unpickled (``packages.py``);
 2. runs with its cluster's settings, or the main cluster's when ``Q_CLUSTER`` no longer
    defines its cluster, as a qcluster started under an unknown name does;
-3. is sent on to its next hop when its time has not come (``delays.py``);
+3. is sent on to its next hop when its time has not come (``delays.py``), unless it was
+   asked for ahead of its time (the admin's "Run now"), or ran on such a request already
+   and failed: its retries run at once too;
 4. runs once (``execution.py``), and the verdict becomes the answer.
 
 A body that can never run is *rejected*: the view keeps it as a dead letter and answers
@@ -20,6 +22,7 @@ or a traffic split, a later delivery may reach a revision that has it.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +37,7 @@ from .conf import QueueSettings, cluster_names, main_cluster_name, queue_setting
 from .delays import EARLY_TOLERANCE, Arrival, arrival
 from .exceptions import EnqueueError
 from .execution import Verdict, execute
+from .models import Receipt
 from .packages import BadPackage, CodeMissing, decode, func_name
 
 logger = logging.getLogger("django_q_cloudtasks")
@@ -42,8 +46,9 @@ logger = logging.getLogger("django_q_cloudtasks")
 # Tasks' default backoff (0.1 s, doubling up to 3,600 s), 8.8 hours from the first to the
 # last, time for a rollout to finish or a traffic split to send one to the new revision.
 MISSING_CODE_RETRIES = 24
-# Header values longer than this are not numbers Cloud Tasks sends.
-MAX_NUMBER_LENGTH = 20
+# The numbers Cloud Tasks sends in its headers: a count, and seconds since the epoch.
+COUNT = re.compile(r"[0-9]{1,9}")
+EPOCH_SECONDS = re.compile(r"[0-9]{1,11}(\.[0-9]{1,9})?")
 
 HTTP_STATUS = {
     Verdict.SUCCEEDED: 200,
@@ -73,14 +78,17 @@ class Delivery:
     @classmethod
     def from_request(cls, request: HttpRequest) -> Delivery:
         headers = request.headers
-        eta = _number(headers.get("X-CloudTasks-TaskETA", ""))
+        retries = headers.get("X-CloudTasks-TaskRetryCount", "")
+        eta = headers.get("X-CloudTasks-TaskETA", "")
         return cls(
             body=request.body,
             content_type=request.content_type or "",
-            retries=int(_number(headers.get("X-CloudTasks-TaskRetryCount", "")) or 0),
+            retries=int(retries) if COUNT.fullmatch(retries) else 0,
             cloud_task=headers.get("X-CloudTasks-TaskName", ""),
             queue=headers.get("X-CloudTasks-QueueName", ""),
-            scheduled=datetime.fromtimestamp(eta, UTC) if eta else None,
+            scheduled=(
+                datetime.fromtimestamp(float(eta), UTC) if EPOCH_SECONDS.fullmatch(eta) else None
+            ),
         )
 
     def forced(self, now: datetime) -> bool:
@@ -113,7 +121,7 @@ class Result:
 
     @property
     def outcome(self) -> str:
-        return self.status or ("retry" if self.http_status >= 500 else "refused")
+        return self.status or "retry"  # a result without a status is a 500
 
     def answer(self) -> dict[str, Any]:
         """The JSON body of the answer."""
@@ -142,6 +150,8 @@ def take_task(delivery: Delivery) -> Result:
     task["cluster"] = queue.cluster
     now = timezone.now()
     how = arrival(task, now=now, forced=delivery.forced(now), cloud_task=delivery.cloud_task)
+    if how is Arrival.HOP and Receipt.objects.filter(task_id=task["id"]).exists():
+        how = Arrival.FORCED  # it ran on request, and failed: its retries run now too
     if how is Arrival.HOP:
         return _forward(package, task, queue)
     if how is not Arrival.DUE:
@@ -173,7 +183,9 @@ def take_wake_up(delivery: Delivery) -> Result:
 
 
 def _missing_code(delivery: Delivery, error: CodeMissing) -> Result:
-    if delivery.retries + 1 >= MISSING_CODE_RETRIES or delivery.replayed:
+    if delivery.replayed:
+        return Result(200, "rejected", f"{error} Deploy the code it needs, then replay it.")
+    if delivery.retries + 1 >= MISSING_CODE_RETRIES:
         return Result(
             200,
             "rejected",
@@ -241,17 +253,6 @@ def _cluster_of(task: dict[str, Any]) -> QueueSettings:
             main_cluster_name(),
         )
     return queue_settings(None)
-
-
-def _number(value: str) -> float | None:
-    """A header's number, if it is one Cloud Tasks could have sent."""
-    if not value or len(value) > MAX_NUMBER_LENGTH or not value.isascii():
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if 0 <= number < 1e11 else None  # no nan, no inf; a time before 5138
 
 
 def _rounded(duration: timedelta) -> timedelta:

@@ -1,6 +1,6 @@
 """Receipts: which django-q tasks a receiver has taken, so that none runs twice;
 payloads: packages too big for a Cloud Task, waiting for their delivery (``payloads.py``);
-dead letters: deliveries that can never run, kept so that none vanishes unseen.
+dead letters: deliveries that could not run, kept so that none vanishes unseen.
 
 Cloud Tasks delivers at least once: the same task can arrive again after it succeeded,
 or twice at the same moment. Before running a task the receiver claims its receipt; the
@@ -137,8 +137,10 @@ class Payload(models.Model):
 
 
 class DeadLetter(models.Model):
-    """An authenticated delivery whose body this project cannot read: signed with a key it
-    no longer has, or not a task at all. Answered 2xx so that Cloud Tasks stops retrying."""
+    """An authenticated delivery whose body this project cannot run: signed with a key it
+    no longer has, naming code still missing after many deliveries, or not a task at all.
+    Answered 2xx so that Cloud Tasks stops retrying; replayed once the cause is fixed
+    (``deadletters.py``). A by-reference delivery keeps its package itself."""
 
     received = models.DateTimeField(db_index=True)
     path = models.CharField(max_length=200)

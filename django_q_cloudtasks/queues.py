@@ -21,7 +21,7 @@ from .client import get_beta_client, get_client
 from .conf import QueueSettings
 from .delays import EARLY_TOLERANCE
 from .exceptions import CloudTasksError
-from .packages import CONTENT_TYPE, BadPackage, decode, func_name
+from .packages import CONTENT_TYPE, BadPackage, CodeMissing, decode, func_name
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -268,7 +268,7 @@ def _contents(qs: QueueSettings, http_request: Any) -> tuple[str, str, str]:
             raise BadPackage(f"content type {content_type!r}")
         task = decode(body)
         return "task", str(task["name"]), func_name(task)
-    except (BadPackage, BadSlot, payloads.PayloadError) as error:
+    except (BadPackage, CodeMissing, BadSlot, payloads.PayloadError) as error:
         return "unreadable", "", str(error)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -23,9 +25,11 @@ from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
 from django_q_cloudtasks import async_task_after
+from django_q_cloudtasks.broker import CloudTasksBroker
 from django_q_cloudtasks.conf import queue_settings
 from django_q_cloudtasks.models import DeadLetter, Payload, Receipt
 from tests.conftest import PausedCloudTasks, wait_for
+from tests.support.packages import make_task, sign
 
 pytestmark = pytest.mark.django_db
 
@@ -197,6 +201,19 @@ def test_a_big_task_is_listed_without_loading_its_package(admin_client, paused_c
     assert not [query for query in queries if Payload._meta.db_table in query["sql"]]
 
 
+def test_a_task_naming_code_this_revision_lacks_is_listed_as_unreadable(
+    admin_client, paused_cloud_tasks, newer_code
+):
+    """During a rollout the page still shows, the newer revision's task among the others."""
+    CloudTasksBroker().enqueue(
+        sign(make_task("tests.project.tasks.echo", newer_code.Report())).decode()
+    )
+    del sys.modules["newer_revision"]  # the admin runs on the older revision
+    html = admin_client.get(reverse(QUEUES)).content.decode()
+    assert 'class="task-unreadable"' in queue_section(html, "tests")
+    assert "names code this revision lacks" in queue_section(html, "tests")
+
+
 def test_task_names_and_functions_are_escaped(admin_client, paused_cloud_tasks):
     async_task("<b>func</b>", q_options={"task_name": "<script>alert(1)</script>"})
     html = admin_client.get(reverse(QUEUES)).content.decode()
@@ -279,6 +296,14 @@ def test_an_action_on_an_unreachable_queue_shows_the_error(admin_client, configu
 
 def test_an_unknown_cluster_is_not_found(admin_client, paused_cloud_tasks):
     assert admin_client.post(url("pause", cluster="nope")).status_code == 404
+
+
+@pytest.mark.parametrize("task_id", ["a\nCRITICAL forged", "a b", "x" * 501])
+def test_a_task_id_cloud_tasks_would_not_make_is_not_found(admin_client, task_id, caplog):
+    path = reverse(QUEUES) + f"tests/tasks/{quote(task_id)}/delete/"
+    assert admin_client.post(path).status_code == 404
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("django_q_cloudtasks")]
+    assert not [message for message in ours if "CRITICAL forged" in message]
 
 
 # This package's rows

@@ -256,6 +256,14 @@ def test_expired_certificates_keep_serving_while_the_endpoint_fails(
     assert deliver(traced_task).status_code == 200
 
 
+def test_a_page_that_is_not_certificates_does_not_replace_them(deliver, own_certs_server):
+    own_certs_server.max_age = 0
+    assert deliver(make_task("math.floor", 1.5)).status_code == 200
+    own_certs_server.body = b"<html>Sign in to the hotel Wi-Fi</html>"
+    response = deliver(make_task("math.floor", 1.5))
+    assert response.status_code == 200, response.content
+
+
 def test_no_certificates_at_all_is_a_500_to_retry_not_a_refusal(deliver, own_certs_server):
     own_certs_server.status = 503
     response = deliver(make_task("math.floor", 1.5))

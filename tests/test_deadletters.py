@@ -4,21 +4,26 @@ is deleted when its delivery is done with, and stays, saying why, when it is not
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Failure, Schedule, Success
 
+from django_q_cloudtasks import payloads
+from django_q_cloudtasks.broker import CloudTasksBroker
 from django_q_cloudtasks.deadletters import replay
 from django_q_cloudtasks.delivery import MISSING_CODE_RETRIES
-from django_q_cloudtasks.models import DeadLetter
+from django_q_cloudtasks.models import DeadLetter, Payload
+from django_q_cloudtasks.packages import CONTENT_TYPE
 from django_q_cloudtasks.scheduling import WAKE_UP_CONTENT_TYPE, Slot
 from tests.conftest import assert_rejected
-from tests.support.packages import a_package_from_the_newer_revision, make_task, signed_with
+from tests.support.packages import a_package_from_the_newer_revision, make_task, sign, signed_with
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,17 +48,19 @@ def rotated_away(deliver, settings):
 def test_a_dead_letter_whose_key_is_back_runs_and_is_deleted(rotated_away, settings):
     letter, task = rotated_away()
     settings.SECRET_KEY_FALLBACKS = ["old-key"]
-    result = replay(letter)
-    assert (result.http_status, result.status) == (200, "succeeded")
+    replayed = replay(letter)
+    assert (replayed.result.http_status, replayed.result.status) == (200, "succeeded")
+    assert replayed.deleted
     assert Success.objects.get(id=task["id"]).result == -2.0
     assert not DeadLetter.objects.exists()
 
 
 def test_a_dead_letter_that_still_cannot_run_stays_and_says_why(rotated_away):
     letter, task = rotated_away()
-    result = replay(letter)
-    assert result.rejected
-    assert "SECRET_KEY_FALLBACKS" in result.error
+    replayed = replay(letter)
+    assert replayed.result.rejected
+    assert not replayed.deleted
+    assert "SECRET_KEY_FALLBACKS" in replayed.result.error
     assert list(DeadLetter.objects.values_list("pk", flat=True)) == [letter.pk]  # no second one
     assert not Success.objects.filter(id=task["id"]).exists()
 
@@ -61,7 +68,7 @@ def test_a_dead_letter_that_still_cannot_run_stays_and_says_why(rotated_away):
 def test_a_replayed_task_due_later_runs_now(rotated_away, settings):
     letter, task = rotated_away(run_after=timezone.now() + timedelta(days=2))
     settings.SECRET_KEY_FALLBACKS = ["old-key"]
-    assert replay(letter).status == "succeeded"
+    assert replay(letter).result.status == "succeeded"
     assert Success.objects.filter(id=task["id"]).exists()
 
 
@@ -69,7 +76,7 @@ def test_a_replayed_task_that_ran_already_is_not_run_again(rotated_away, setting
     letter, task = rotated_away()
     settings.SECRET_KEY_FALLBACKS = ["old-key"]
     assert deliver(signed_with("old-key", task)).json()["status"] == "succeeded"
-    assert replay(letter).status == "duplicate"
+    assert replay(letter).result.status == "duplicate"
     assert not DeadLetter.objects.exists()
 
 
@@ -78,7 +85,7 @@ def test_a_replayed_task_that_fails_with_attempts_left_stays(deliver, settings, 
     settings.SECRET_KEY = "new-key"
     letter = assert_rejected(deliver(signed_with("old-key", task)))
     settings.SECRET_KEY_FALLBACKS = ["old-key"]
-    result = replay(letter)
+    result = replay(letter).result
     assert (result.http_status, result.status) == (500, "retry")
     assert Failure.objects.get(id=task["id"]).attempt_count == 1
     assert DeadLetter.objects.filter(pk=letter.pk).exists()  # to be replayed again
@@ -87,9 +94,9 @@ def test_a_replayed_task_that_fails_with_attempts_left_stays(deliver, settings, 
 def test_missing_code_once_deployed_runs_on_replay(deliver, newer_code):
     body = a_package_from_the_newer_revision(newer_code, lacks="module")
     letter = assert_rejected(deliver(body, retries=MISSING_CODE_RETRIES - 1))
-    assert replay(letter).rejected  # still missing: kept
+    assert replay(letter).result.rejected  # still missing: kept
     sys.modules["newer_revision"] = newer_code  # deployed
-    assert replay(letter).status == "succeeded"
+    assert replay(letter).result.status == "succeeded"
     assert not DeadLetter.objects.exists()
 
 
@@ -103,9 +110,75 @@ def test_a_wake_up_is_replayed_into_its_slots_task(paused_cloud_tasks):
         content_type=WAKE_UP_CONTENT_TYPE,
         body=slot.sign(),
     )
-    assert replay(letter).status == "enqueued"
+    assert replay(letter).result.status == "enqueued"
     assert [t.name.rsplit("/", 1)[1] for t in paused_cloud_tasks.tasks()] == [slot.task_id]
     assert not DeadLetter.objects.exists()
+
+
+def test_a_big_task_is_kept_with_its_package_which_outlives_the_payload(
+    deliver, newer_code, paused_cloud_tasks
+):
+    """A task over 1 MiB naming missing code: the letter keeps the package, not the
+    reference, so a replay after the payload was pruned (32 days) still runs it."""
+    task = make_task("tests.project.tasks.echo", newer_code.Report(), os.urandom(1_100_000))
+    async_task_of(task)
+    (cloud_task,) = paused_cloud_tasks.tasks()
+    del sys.modules["newer_revision"]
+    letter = assert_rejected(
+        deliver(
+            cloud_task.http_request.body,
+            content_type=payloads.REFERENCE_CONTENT_TYPE,
+            retries=MISSING_CODE_RETRIES - 1,
+        )
+    )
+    assert letter.content_type == CONTENT_TYPE
+    Payload.objects.all().delete()
+    sys.modules["newer_revision"] = newer_code
+    assert replay(letter).result.status == "succeeded"
+
+
+def test_a_reference_whose_package_is_gone_is_kept(monkeypatch):
+    reference = payloads.store("gone", "a package")
+    Payload.objects.all().delete()
+    monkeypatch.setattr(payloads, "COMMIT_WAIT_SECONDS", 0)  # long gone, not yet to come
+    letter = DeadLetter.objects.create(
+        received=timezone.now(),
+        path="/_tasks/",
+        reason="kept as a reference",
+        content_type=payloads.REFERENCE_CONTENT_TYPE,
+        body=reference,
+    )
+    replayed = replay(letter)
+    assert replayed.result.status == "abandoned"
+    assert not replayed.deleted
+    assert DeadLetter.objects.filter(pk=letter.pk).exists()  # all that is left of it
+
+
+def test_a_letter_whose_path_moved_is_replayed_by_its_content_type(paused_cloud_tasks):
+    schedule = Schedule.objects.create(func="math.floor", args="1.5", next_run=timezone.now())
+    slot = Slot(schedule.pk, schedule.next_run)
+    letter = DeadLetter.objects.create(
+        received=timezone.now(),
+        path="/admin/",  # another view now
+        reason="as an older revision rejected it",
+        content_type=WAKE_UP_CONTENT_TYPE,
+        body=slot.sign(),
+    )
+    assert replay(letter).result.status == "enqueued"
+
+
+def test_a_replay_inside_a_transaction_is_refused_before_anything_runs(rotated_away, settings):
+    letter, task = rotated_away()
+    settings.SECRET_KEY_FALLBACKS = ["old-key"]
+    with transaction.atomic(), pytest.raises(RuntimeError, match=r"outside transaction\.atomic"):
+        replay(letter)
+    assert not Success.objects.filter(id=task["id"]).exists()
+    assert DeadLetter.objects.filter(pk=letter.pk).exists()
+
+
+def async_task_of(task: dict) -> None:
+    """Enqueue a package as async_task would."""
+    CloudTasksBroker().enqueue(sign(task).decode())
 
 
 # The command

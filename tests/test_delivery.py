@@ -15,6 +15,7 @@ from django.utils import timezone
 from django_q.models import Failure, Success
 
 from django_q_cloudtasks import delivery
+from django_q_cloudtasks.cloud_logging import RECEIVER_LOGGER
 from django_q_cloudtasks.delivery import MISSING_CODE_RETRIES
 from django_q_cloudtasks.models import DeadLetter
 from tests.conftest import assert_rejected
@@ -67,6 +68,23 @@ def test_the_last_hop_early_by_this_servers_clock_runs_now(deliver, caplog):
     assert "is a clock wrong?" in caplog.text
 
 
+def test_the_retry_of_a_run_ahead_of_its_time_runs_at_once_too(
+    deliver, paused_cloud_tasks, tmp_path
+):
+    """ "Run now" on a hop whose task fails: the retry, due now by Cloud Tasks' clock, runs
+    the task again rather than sending it on to wait for its time."""
+    trace = tmp_path / "runs"
+    run_after = timezone.now() + timedelta(days=45)
+    task = make_task("tests.project.tasks.count_and_fail", str(trace), run_after=run_after)
+    headers = {"X-CloudTasks-TaskName": f"{task['id']}-1"}
+    forced = deliver(task, headers={**headers, **eta(timedelta(days=16))})
+    assert forced.json()["status"] == "retry"
+    retry = deliver(task, retries=1, headers={**headers, **eta(timedelta(0))})
+    assert retry.json()["status"] == "retry"
+    assert trace.read_text() == "xx"
+    assert paused_cloud_tasks.tasks() == []
+
+
 def test_a_hop_on_its_way_is_still_forwarded(deliver, paused_cloud_tasks):
     """The first hop of a task due in 45 days, at its own time: 29 days before the task's."""
     run_after = timezone.now() + timedelta(days=29)
@@ -95,6 +113,16 @@ def test_a_hop_signed_with_a_fallback_key_is_forwarded_as_it_was_signed(
     (hop,) = paused_cloud_tasks.tasks()
     assert cloud_task_id(hop) == task["id"]
     assert hop.http_request.body == body
+
+
+def test_a_hop_over_a_lowered_size_limit_still_goes_on(deliver, configure, paused_cloud_tasks):
+    """max_package_bytes applies when a task is enqueued, not to its hops."""
+    task = make_task(
+        "tests.project.tasks.echo", "x" * 5000, run_after=timezone.now() + timedelta(days=29)
+    )
+    configure(max_package_bytes=1000)
+    assert deliver(task).json()["status"] == "forwarded"
+    assert [cloud_task_id(t) for t in paused_cloud_tasks.tasks()] == [task["id"]]
 
 
 # A package naming code that only a newer revision has
@@ -171,12 +199,15 @@ def test_a_failing_task_of_a_removed_cluster_gets_the_main_clusters_attempts(
 # Headers that are not what Cloud Tasks sends
 
 
-@pytest.mark.parametrize("value", ["9" * 5000, "-1", "1e400", "nan", "inf", "٣", "0x10", "", " 7 "])
-def test_an_odd_retry_count_counts_as_none(deliver, value):
+@pytest.mark.parametrize(
+    "value", ["9" * 5000, "-1", "1e400", "nan", "inf", "\u0663", "0x10", "", " 7 ", "7.5", "1_0"]
+)
+def test_an_odd_retry_count_counts_as_none(deliver, caplog, value):
     task = make_task("math.copysign", 2, -2)
     response = deliver(task, headers={"X-CloudTasks-TaskRetryCount": value})
-    assert response.status_code == 200
     assert response.json()["status"] == "succeeded"
+    (line,) = [r for r in caplog.records if r.name == RECEIVER_LOGGER]
+    assert line.cloud_tasks_retries == 0
 
 
 @pytest.mark.parametrize("value", ["9" * 5000, "nan", "inf", "-5", "soon"])

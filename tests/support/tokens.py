@@ -79,13 +79,15 @@ class CertsServer:
     """Serves ``{kid: certificate PEM}`` like Google's v1 certs endpoint, and counts fetches.
 
     ``max_age`` is the Cache-Control max-age it sends; ``status`` other than 200 makes it
-    fail each fetch with that status, as an endpoint in trouble does.
+    fail each fetch with that status, as an endpoint in trouble does; ``body`` replaces the
+    certificates, as a captive portal or a proxy's error page does.
     """
 
     keys: list[SigningKey]
     fetches: int = 0
     max_age: int = 3600
     status: int = 200
+    body: bytes | None = None
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     @property
@@ -99,7 +101,10 @@ class CertsServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.fetches += 1
-                body = json.dumps({k.kid: k.certificate_pem.decode() for k in owner.keys}).encode()
+                body = (
+                    owner.body
+                    or json.dumps({k.kid: k.certificate_pem.decode() for k in owner.keys}).encode()
+                )
                 self.send_response(owner.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Cache-Control", f"public, max-age={owner.max_age}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...deadletters import replay
+from ...deadletters import replay_each
 from ...models import DeadLetter
 
 
@@ -36,21 +36,16 @@ class Command(BaseCommand):
         letters = DeadLetter.objects.order_by("received", "pk")
         if ids:
             letters = letters.filter(pk__in=ids)
-        # One at a time: a replayed task may close the database connection (django-q does).
         pks = list(letters.values_list("pk", flat=True))
         missing = sorted(set(ids) - set(pks))
         if missing:
             raise CommandError(f"No dead letter {', '.join(map(str, missing))}.")
         kept = 0
-        for pk in pks:
-            letter = DeadLetter.objects.filter(pk=pk).first()
-            if letter is None:  # deleted meanwhile, by another replay or by hand
-                continue
-            result = replay(letter)
-            if result.final:
-                self.stdout.write(f"Dead letter {pk}: {result.outcome}; deleted.")
+        for replayed in replay_each(pks):
+            if replayed.deleted:
+                self.stdout.write(str(replayed))
             else:
                 kept += 1
-                self.stderr.write(f"Dead letter {pk}: {result.outcome}; kept: {result.error}")
+                self.stderr.write(str(replayed))
         if kept:
             raise CommandError(f"{kept} dead letter(s) could not be replayed, and are kept.")
