@@ -63,7 +63,9 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
 
     @property
     def settings(self) -> QueueSettings:
-        return self.connection  # type: ignore[no-any-return]
+        """The settings of the cluster ``list_key`` names now: django-q's own code and its
+        users change ``list_key`` on a broker already made."""
+        return queue_settings(self.list_key)
 
     def info(self) -> str:
         where = (

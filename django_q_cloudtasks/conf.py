@@ -4,7 +4,13 @@ Two views of the same settings:
 
 * :class:`QueueSettings`, one per django-q cluster: where that cluster's tasks go and how
   they run. ``ALT_CLUSTERS`` entries inherit the main cluster's ``cloud_tasks`` keys,
-  except ``queue``, which defaults to the cluster's own name.
+  except ``queue``, which defaults to the cluster's own name (made a valid queue id by
+  :func:`queue_id_for`). A cluster ``Q_CLUSTER`` does not define runs with the main
+  cluster's settings, as a qcluster started under that name does: django-q takes any
+  name as a ``list_key``.
+  Its ``timeout``, ``max_attempts`` and ``ack_failures`` are read where django-q reads
+  them, from ``django_q.conf.Conf``, unless the cluster's ``ALT_CLUSTERS`` entry sets its
+  own.
 * :class:`ReceiverSettings`, one per process: who may call the receiver endpoint.
 
 Every problem raises :class:`ConfigurationError` carrying the id of the system check that
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import math
 import os
 import re
@@ -27,6 +34,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.urls import NoReverseMatch, reverse
+from django_q.conf import Conf
 
 from . import environment
 from .exceptions import ConfigurationError
@@ -70,6 +78,8 @@ QUEUE_KEYS = frozenset(
 ENDPOINT_KEYS = frozenset({"verify_token", "allowed_emails", "issuers", "certs_url", "clock_skew"})
 
 QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+# The django-q settings of a cluster the receiver applies (``QueueSettings.own``).
+OWN_KEYS = ("timeout", "max_attempts", "ack_failures")
 LOCATION_ID = re.compile(r"^[a-z0-9-]{1,63}$")
 EMULATOR_HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9:.-]{0,98}[a-z0-9]$|^[a-z0-9-]+$")
@@ -131,13 +141,29 @@ class QueueSettings:
     audience: str
     service_account_email: str | None
     emulator_host: str | None
-    timeout: int | None
-    max_attempts: int
-    ack_failures: bool
     dispatch_deadline: int | None
     enqueue_timeout: float
     max_package_bytes: int
     queue_options: QueueOptions = QueueOptions()
+    # The django-q settings an ALT_CLUSTERS entry sets for itself (OWN_KEYS), as pairs.
+    own: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def timeout(self) -> int | None:
+        return self._own("timeout", Conf.TIMEOUT)  # type: ignore[no-any-return]
+
+    @property
+    def max_attempts(self) -> int:
+        return self._own("max_attempts", Conf.MAX_ATTEMPTS)  # type: ignore[no-any-return]
+
+    @property
+    def ack_failures(self) -> bool:
+        return bool(self._own("ack_failures", Conf.ACK_FAILURES))
+
+    def _own(self, key: str, inherited: Any) -> Any:
+        """The cluster's own value of a django-q setting, else django-q's (``Conf``), which
+        tests and tools patch."""
+        return next((value for name, value in self.own if name == key), inherited)
 
     @property
     def queue_path(self) -> str:
@@ -195,6 +221,18 @@ def main_cluster_name() -> str:
     return str(conf.get("cluster_name") or conf.get("name") or "default")
 
 
+def queue_id_for(cluster: str) -> str:
+    """The Cloud Tasks queue id of a cluster whose settings name none: its name, made a valid
+    queue id where it is not one (``"scheduler_test:q"`` becomes
+    ``"scheduler-test-q-<8 hex digits>"``). The hex digits, from the name's SHA-256, keep two
+    names that differ only in their invalid characters apart."""
+    if QUEUE_ID.match(cluster):
+        return cluster
+    readable = re.sub(r"[^A-Za-z0-9]+", "-", cluster).strip("-")[:90]
+    digest = hashlib.sha256(cluster.encode()).hexdigest()[:8]
+    return f"{readable}-{digest}" if readable else f"q-{digest}"
+
+
 def cluster_names() -> list[str]:
     """The main cluster and every ``ALT_CLUSTERS`` entry."""
     alt = q_cluster().get("ALT_CLUSTERS") or {}
@@ -209,6 +247,7 @@ def queue_settings(cluster: str | None = None) -> QueueSettings:
     cloud_tasks = _cloud_tasks_dict(main, "Q_CLUSTER")
     options = _option_values(cloud_tasks, "Q_CLUSTER")
     merged_q = dict(main)
+    own: tuple[tuple[str, Any], ...] = ()
     if name != main_cluster_name():
         where = f'Q_CLUSTER["ALT_CLUSTERS"]["{name}"]'
         alt = (main.get("ALT_CLUSTERS") or {}).get(name) or {}
@@ -216,7 +255,8 @@ def queue_settings(cluster: str | None = None) -> QueueSettings:
         merged_q.update({k: v for k, v in alt.items() if k != "cloud_tasks"})
         cloud_tasks = {k: v for k, v in cloud_tasks.items() if k != "queue"} | alt_cloud_tasks
         options |= _option_values(alt_cloud_tasks, where)  # option by option
-    return _build_queue_settings(name, cloud_tasks, merged_q, _queue_options(name, options))
+        own = tuple((key, alt[key]) for key in OWN_KEYS if key in alt)
+    return _build_queue_settings(name, cloud_tasks, merged_q, _queue_options(name, options), own)
 
 
 @functools.cache
@@ -409,6 +449,7 @@ def _build_queue_settings(
     cloud_tasks: dict[str, Any],
     q: dict[str, Any],
     queue_options: QueueOptions,
+    own: tuple[tuple[str, Any], ...],
 ) -> QueueSettings:
     emulator_host = cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV) or None
     if emulator_host is not None and not EMULATOR_HOST.match(str(emulator_host)):
@@ -426,7 +467,7 @@ def _build_queue_settings(
         emulator_host,
     )
 
-    queue = cloud_tasks.get("queue") or cluster
+    queue = cloud_tasks.get("queue") or queue_id_for(cluster)
     if not isinstance(queue, str) or not QUEUE_ID.match(queue):
         raise ConfigurationError(
             f"Cloud Tasks queue name {queue!r} (cluster {cluster!r}) is invalid.",
@@ -509,13 +550,11 @@ def _build_queue_settings(
         audience=audience,
         service_account_email=email,
         emulator_host=emulator_host,
-        timeout=timeout,
-        max_attempts=max_attempts,
-        ack_failures=bool(q.get("ack_failures", False)),
         dispatch_deadline=deadline,
         enqueue_timeout=float(enqueue_timeout),
         max_package_bytes=max_package_bytes,
         queue_options=queue_options,
+        own=own,
     )
 
 

@@ -6,8 +6,8 @@ answer; replaying a dead letter (``deadletters.py``) takes the same steps. A tas
 
 1. is read: a reference's package loaded from the database (``payloads.py``), and its
    django-q signature verified before anything is unpickled (``packages.py``);
-2. runs with its cluster's settings, or the main cluster's when ``Q_CLUSTER`` no longer
-   defines its cluster, as a qcluster started under an unknown name does;
+2. runs with its cluster's settings, or the main cluster's when ``Q_CLUSTER`` does not
+   define its cluster, as a qcluster started under that name does;
 3. is sent on to its next hop when its time has not come (``delays.py``), unless it was
    asked for ahead of its time (the admin's "Run now"), or ran on such a request already
    and failed: its retries run at once too;
@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from . import payloads, scheduling
 from .broker import CloudTasksBroker
-from .conf import QueueSettings, cluster_names, main_cluster_name, queue_settings
+from .conf import QueueSettings, cluster_names, queue_settings
 from .delays import EARLY_TOLERANCE, Arrival, arrival
 from .exceptions import EnqueueError
 from .execution import Verdict, execute
@@ -238,21 +238,20 @@ _unknown_clusters_lock = threading.Lock()
 
 
 def _cluster_of(task: dict[str, Any]) -> QueueSettings:
-    """The settings a task runs with: its cluster's, else the main cluster's."""
+    """The settings a task runs with: its cluster's; for a cluster ``Q_CLUSTER`` does not
+    define (removed from ``ALT_CLUSTERS``, say), the main cluster's, said once per name."""
     name = task.get("cluster")
-    if name is None or name in cluster_names():
-        return queue_settings(name)
-    with _unknown_clusters_lock:
-        first = name not in _unknown_clusters
-        _unknown_clusters.add(name)
-    if first:
-        logger.warning(
-            "Q_CLUSTER defines no cluster %r (removed from ALT_CLUSTERS?): its tasks run in "
-            "cluster %r, with its settings.",
-            name,
-            main_cluster_name(),
-        )
-    return queue_settings(None)
+    if name is not None and name not in cluster_names():
+        with _unknown_clusters_lock:
+            first = name not in _unknown_clusters
+            _unknown_clusters.add(name)
+        if first:
+            logger.warning(
+                "Q_CLUSTER defines no cluster %r (removed from ALT_CLUSTERS?): its tasks run "
+                "with the main cluster's settings, as a qcluster under that name would.",
+                name,
+            )
+    return queue_settings(name)
 
 
 def _rounded(duration: timedelta) -> timedelta:

@@ -27,8 +27,9 @@ class CodeMissing(Exception):
 def decode(body: bytes) -> dict[str, Any]:
     """Verify the signature, then unpickle.
 
-    django-q signs with ``SECRET_KEY`` only; packages signed before a key rotation are
-    accepted when the old key is in ``SECRET_KEY_FALLBACKS``, as Django's own signing does.
+    django-q signs with its ``Conf.SECRET_KEY`` (``SECRET_KEY`` as the process started) only;
+    packages signed before a key rotation are accepted when the old key is in
+    ``SECRET_KEY_FALLBACKS``, as Django's own signing does.
     """
     from django.conf import settings
     from django.core import signing
@@ -43,7 +44,7 @@ def decode(body: bytes) -> dict[str, Any]:
     try:
         task = signing.loads(
             text,
-            key=settings.SECRET_KEY,
+            key=Conf.SECRET_KEY,
             fallback_keys=fallback_keys,
             salt=Conf.PREFIX,
             serializer=PickleSerializer,

@@ -167,6 +167,16 @@ def test_the_page_shows_each_queue_its_settings_and_its_waiting_tasks(
     assert "<code>math.copysign</code>" in other
 
 
+def test_a_cluster_whose_name_is_no_queue_id_shows_the_queue_made_from_it(
+    admin_client, paused_cloud_tasks, configure
+):
+    configure(q_cluster={"ALT_CLUSTERS": {"long_jobs": {}}})
+    queue = queue_settings("long_jobs").queue
+    paused_cloud_tasks.emulator.ensure_queue(queue_settings("long_jobs").queue_path)
+    html = admin_client.get(reverse(QUEUES)).content.decode()
+    assert f"Cluster long_jobs: queue {queue} &middot;" in queue_section(html, "long_jobs")
+
+
 def test_a_queue_that_cannot_be_read_shows_why_and_the_others_still_show(
     admin_client, paused_cloud_tasks, configure
 ):

@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
 from django_q_cloudtasks import CloudTasksBroker
 from django_q_cloudtasks import broker as broker_module
 from django_q_cloudtasks.client import _clients
+from django_q_cloudtasks.conf import queue_id_for, queue_settings
 from django_q_cloudtasks.exceptions import EnqueueError
 from tests.support.scripted_cloud_tasks import ScriptedCloudTasks
 
@@ -69,6 +71,28 @@ def test_an_explicit_broker_marks_the_package_with_its_cluster(cloud_tasks):
     async_task("math.copysign", 2, -2, broker=CloudTasksBroker("second"))
     body = cloud_tasks.created()[0].task.http_request.body.decode()
     assert SignedPackage.loads(body)["cluster"] == "second"
+
+
+@pytest.mark.parametrize("cluster", ["second", "nightly"])
+def test_a_list_key_changed_on_a_broker_already_made_decides_where_the_task_goes(
+    cloud_tasks, cluster
+):
+    """As django-q's own tests, and user code, do: ``b.list_key = ...`` after get_broker()."""
+    broker = get_broker()
+    broker.list_key = cluster
+    task_id = async_task("math.copysign", 1, -1, broker=broker)
+    (request,) = cloud_tasks.created()
+    assert request.parent == queue_settings(cluster).queue_path != QUEUE
+    assert request.task.name == f"{request.parent}/tasks/{task_id}"
+    assert SignedPackage.loads(request.task.http_request.body.decode())["cluster"] == cluster
+
+
+def test_any_list_key_django_q_takes_is_a_queue(cloud_tasks):
+    broker = get_broker("scheduler_test:q")
+    task_id = async_task("math.copysign", 1, -1, broker=broker)
+    (request,) = cloud_tasks.created()
+    assert request.parent == f"{QUEUE.rsplit('/', 1)[0]}/{queue_id_for('scheduler_test:q')}"
+    assert request.task.name.endswith(f"/tasks/{task_id}")
 
 
 def test_transient_errors_are_retried_into_a_single_task(cloud_tasks):

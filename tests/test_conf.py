@@ -5,9 +5,16 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django_q.conf import Conf
 
 from django_q_cloudtasks import environment
-from django_q_cloudtasks.conf import QueueOptions, queue_settings, receiver_settings
+from django_q_cloudtasks.conf import (
+    QUEUE_ID,
+    QueueOptions,
+    queue_id_for,
+    queue_settings,
+    receiver_settings,
+)
 from django_q_cloudtasks.exceptions import ConfigurationError
 
 
@@ -257,3 +264,57 @@ def test_nothing_is_asked_off_google_cloud(configure, monkeypatch):
     environment.metadata.cache_clear()
     assert environment.detect_project() is None
     assert environment.detect_service_url() is None
+
+
+# Any list_key django-q takes is a cluster
+
+
+@pytest.mark.parametrize(
+    "name", ["scheduler_test:q", "long_jobs", "über", ":::", "x" * 300, "a.b c/d"]
+)
+def test_a_cluster_name_that_is_no_queue_id_gets_one_made_from_it(name):
+    queue = queue_id_for(name)
+    assert QUEUE_ID.match(queue)
+    assert queue == queue_id_for(name)  # the same every time, in every process
+    assert queue_settings(name).queue == queue
+    assert queue_settings(name).cluster == name
+
+
+def test_names_that_differ_only_in_what_a_queue_id_cannot_hold_get_different_queues():
+    assert queue_id_for("scheduler_test:q") != queue_id_for("scheduler-test-q")
+    assert queue_id_for("a_b") != queue_id_for("a:b")
+    assert queue_id_for("scheduler_test:q").startswith("scheduler-test-q-")
+
+
+def test_a_valid_queue_id_is_kept_as_it_is():
+    assert queue_id_for("nightly-reports") == "nightly-reports"
+
+
+def test_a_cluster_q_cluster_does_not_define_has_the_main_clusters_settings():
+    main, nightly = queue_settings(), queue_settings("nightly")
+    assert nightly.queue_path.endswith("/queues/nightly")
+    assert (nightly.url, nightly.timeout, nightly.max_attempts) == (
+        main.url,
+        main.timeout,
+        main.max_attempts,
+    )
+
+
+# django-q's settings, read where django-q reads them
+
+
+def test_the_main_cluster_reads_django_qs_conf_as_it_stands(monkeypatch):
+    monkeypatch.setattr(Conf, "MAX_ATTEMPTS", 7)
+    monkeypatch.setattr(Conf, "TIMEOUT", 42)
+    monkeypatch.setattr(Conf, "ACK_FAILURES", True)
+    main = queue_settings()
+    assert (main.max_attempts, main.timeout, main.ack_failures) == (7, 42, True)
+    assert queue_settings("nightly").max_attempts == 7  # not defined: the main one's
+
+
+def test_an_alt_clusters_own_values_win_over_conf(monkeypatch):
+    monkeypatch.setattr(Conf, "MAX_ATTEMPTS", 7)
+    monkeypatch.setattr(Conf, "ACK_FAILURES", True)
+    second = queue_settings("second")
+    assert (second.max_attempts, second.timeout) == (2, 10)  # ALT_CLUSTERS["second"]
+    assert second.ack_failures is True  # not set there: django-q's

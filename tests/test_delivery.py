@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from django_q.conf import Conf
 from django_q.models import Failure, Success
 
 from django_q_cloudtasks import delivery
@@ -172,13 +173,13 @@ def test_a_task_of_a_removed_cluster_runs_with_the_main_clusters_settings(
     deliver, unknown_clusters_warned, caplog, cluster
 ):
     """Whether or not the name could be a queue id, as django-q's qcluster does under a
-    name ALT_CLUSTERS lacks; a warning once per name."""
+    name ALT_CLUSTERS lacks, its result row naming the cluster; a warning once per name."""
     for _ in range(2):
         task = make_task("math.copysign", 2, -2, cluster=cluster)
         response = deliver(task)
         assert response.status_code == 200
-        assert response.json()["cluster"] == "tests"
-        assert Success.objects.get(id=task["id"]).cluster == "tests"
+        assert response.json()["cluster"] == cluster
+        assert Success.objects.get(id=task["id"]).cluster == cluster
     warnings = [r for r in caplog.records if "defines no cluster" in r.getMessage()]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
@@ -194,6 +195,31 @@ def test_a_failing_task_of_a_removed_cluster_gets_the_main_clusters_attempts(
     assert deliver(task, retries=1).json()["status"] == "retry"
     assert deliver(task, retries=2).json()["status"] == "failed"
     assert (tmp_path / "runs").read_text() == "xxx"
+
+
+# django-q's settings, as django-q holds them
+
+
+def test_a_package_signed_with_a_patched_conf_secret_key_runs(deliver, monkeypatch):
+    """django-q signs with Conf.SECRET_KEY: the receiver checks with it too."""
+    monkeypatch.setattr(Conf, "SECRET_KEY", "patched in Conf")
+    task = make_task("math.copysign", 2, -2)
+    assert deliver(task).json()["status"] == "succeeded"
+
+
+def test_override_settings_of_secret_key_rejects_nothing_django_q_would_run(deliver, settings):
+    """Conf keeps the key the process started with, and signs with it."""
+    settings.SECRET_KEY = "overridden in a test"
+    task = make_task("math.copysign", 2, -2)
+    assert deliver(task).json()["status"] == "succeeded"
+
+
+def test_a_patched_conf_max_attempts_decides_when_a_failing_task_stops(
+    deliver, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(Conf, "MAX_ATTEMPTS", 1)  # the settings say 3
+    task = make_task("tests.project.tasks.count_and_fail", str(tmp_path / "runs"))
+    assert deliver(task).json()["status"] == "failed"
 
 
 # Headers that are not what Cloud Tasks sends

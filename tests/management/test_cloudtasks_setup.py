@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from django_q_cloudtasks.conf import queue_id_for, queue_settings
 from tests.support.ports import free_port
 from tests.test_provisioning import QUEUES
 
@@ -116,3 +117,11 @@ def test_an_api_error_names_each_queue_and_fails(configure):
         f"Could not read Cloud Tasks queue {SECOND}",
     ]
     assert all(line.endswith(f"Is the emulator at {nobody} running?") for line in lines)
+
+
+def test_a_cluster_whose_name_is_no_queue_id_gets_the_queue_made_from_it(cloud_tasks, configure):
+    configure(q_cluster={"ALT_CLUSTERS": {"long_jobs": {}}})
+    queue = queue_settings("long_jobs").queue_path
+    assert queue.rsplit("/", 1)[1] == queue_id_for("long_jobs")
+    assert run("--cluster", "long_jobs") == f"{queue}: created\n{CREATED_WITH_DEFAULTS}"
+    assert cloud_tasks.names() == [queue]
