@@ -154,10 +154,11 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         time.sleep(IDLE_DEQUEUE_SECONDS)
 
     def queue_size(self) -> int | None:
-        """Tasks waiting in the queue (statistics, or a count of ListTasks on an emulator);
-        None, within 15 s, when the queue cannot be read."""
+        """Tasks waiting in the queue, as django-q counts them: not those being delivered
+        now (Cloud Tasks counts both). From the statistics, or a count of ListTasks on an
+        emulator without them; None, within 15 s, when the queue cannot be read."""
         stats = self._queue_stats()
-        return stats["tasks"] if stats else None
+        return stats["waiting"] if stats else None
 
     def lock_size(self) -> int | None:
         """Tasks being delivered right now; None where Cloud Tasks does not say."""
@@ -187,10 +188,9 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         return True
 
     def purge_queue(self) -> None:
-        """Delete every waiting task of the queue (Cloud Tasks does it within a minute)."""
-        get_client(self.settings.emulator_host).purge_queue(
-            name=self.settings.queue_path, timeout=10
-        )
+        """Delete every waiting task of the queue (Cloud Tasks does it within a minute); a
+        queue that does not exist has none. Raises QueueUnavailable when Cloud Tasks fails."""
+        queues.purge(self.settings)
         self._stats.pop(self.settings.queue_path, None)
 
     def delete_queue(self) -> None:
@@ -219,7 +219,9 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         except queues.QueueUnavailable as error:
             logger.warning("%s", error)
             return None
-        return {"tasks": stats.tasks, "running": stats.running} if stats else None
+        if stats is None:
+            return None
+        return {"waiting": stats.tasks - (stats.running or 0), "running": stats.running}
 
 
 def create_http_task(

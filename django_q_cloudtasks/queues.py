@@ -162,6 +162,20 @@ def resume(qs: QueueSettings) -> None:
     _call(qs, "resume", lambda client: client.resume_queue(name=qs.queue_path, **ONCE))
 
 
+def purge(qs: QueueSettings) -> bool:
+    """Delete every task of the queue (Cloud Tasks does it within a minute); False if there
+    is no such queue, which has nothing to purge either."""
+    from google.api_core import exceptions
+
+    try:
+        _call(qs, "purge", lambda client: client.purge_queue(name=qs.queue_path, **ONCE))
+    except QueueUnavailable as error:
+        if isinstance(error.__cause__, exceptions.NotFound):
+            return False
+        raise
+    return True
+
+
 def run_now(qs: QueueSettings, task_id: str) -> bool:
     """Dispatch a waiting task at once, even from a paused queue; False if it was gone (it
     ran meanwhile, or was deleted). The receiver runs a task dispatched ahead of its
@@ -220,7 +234,7 @@ def _unavailable(qs: QueueSettings, verb: str, error: Exception) -> QueueUnavail
         )
     elif qs.emulator_host:
         hint = f" Is the emulator at {qs.emulator_host} running?"
-    message = getattr(error, "message", None) or str(error)
+    message = (getattr(error, "message", None) or str(error)).rstrip(".")
     return QueueUnavailable(f"Could not {verb} queue {qs.queue_path}: {message}.{hint}")
 
 

@@ -14,11 +14,12 @@ from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from django_q_cloudtasks import CloudTasksBroker
+from django_q_cloudtasks import CloudTasksBroker, queues
 from django_q_cloudtasks import broker as broker_module
 from django_q_cloudtasks.client import _clients
 from django_q_cloudtasks.conf import queue_id_for, queue_settings
 from django_q_cloudtasks.exceptions import EnqueueError
+from tests.conftest import wait_for
 from tests.support.scripted_cloud_tasks import ScriptedCloudTasks
 
 QUEUE = "projects/test-project/locations/europe-west1/queues/tests"
@@ -160,6 +161,18 @@ def test_queue_size_reads_the_statistics_and_caches_them(cloud_tasks):
     cloud_tasks.tasks_count = 8
     assert broker.queue_size() == 7  # cached: qmonitor polls every second
     assert cloud_tasks.methods() == ["BetaGetQueue"]
+
+
+def test_queue_size_counts_the_tasks_waiting_not_those_being_delivered(paused_cloud_tasks, target):
+    """As django-q's own brokers count: a task a pusher took is no longer queued, but locked."""
+    CloudTasksBroker._stats.clear()
+    target.delay = 2  # the receiver takes its time answering
+    first, _ = async_task("math.copysign", 1, -1), async_task("math.copysign", 1, -1)
+    queues.run_now(queue_settings(), first)
+    wait_for(lambda: target.in_flight == 1)
+    broker = CloudTasksBroker()
+    assert (broker.queue_size(), broker.lock_size()) == (1, 1)
+    wait_for(lambda: len(paused_cloud_tasks.tasks()) == 1)  # answered: done with
 
 
 def test_ping_and_info(cloud_tasks):
