@@ -146,6 +146,15 @@ def test_delete_queue_purges_and_never_deletes_the_queue(cloud_tasks):
     assert cloud_tasks.methods() == ["PurgeQueue"]
 
 
+def test_purging_a_queue_that_does_not_exist_purges_nothing(cloud_tasks):
+    """As django-q's brokers take it: its tests purge a queue before its first task."""
+    cloud_tasks.fail("PurgeQueue", grpc.StatusCode.NOT_FOUND)
+    CloudTasksBroker().purge_queue()
+    cloud_tasks.fail("PurgeQueue", grpc.StatusCode.PERMISSION_DENIED)
+    with pytest.raises(queues.QueueUnavailable, match="roles/cloudtasks"):
+        CloudTasksBroker().purge_queue()
+
+
 def test_delete_cancels_a_task_by_its_django_q_id(cloud_tasks):
     assert CloudTasksBroker().delete("abc123") is True
     assert cloud_tasks.calls[0][1].name == f"{QUEUE}/tasks/abc123"
