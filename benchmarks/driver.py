@@ -202,7 +202,7 @@ def overhead(count: int, block: int) -> dict[str, Any]:
     from django_q.signing import SignedPackage
 
     from django_q_cloudtasks.conf import queue_settings
-    from django_q_cloudtasks.packages import CONTENT_TYPE
+    from django_q_cloudtasks.wire import CONTENT_TYPE
 
     queue = queue_settings()
     emulator = _in_process_emulator()

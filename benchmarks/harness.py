@@ -199,7 +199,7 @@ class Run:
         """From a fresh process's start to its first task run, the task waiting for it:
         gunicorn with one worker (its first request, as Cloud Run holds it until the port
         opens), and qcluster with the ORM broker."""
-        from django_q_cloudtasks.client import get_client
+        from django_q_cloudtasks.gcp.client import tasks_client
 
         found: dict[str, list[float]] = {"receiver": [], "receiver_listening": [], "qcluster": []}
         emulator_port, server_port = free_port_pair(), free_port()
@@ -210,7 +210,7 @@ class Run:
             BENCH_RECEIVER_URL=f"http://127.0.0.1:{server_port}/_tasks/",
         )
         with running(processes.emulator(env, emulator_port, self.log("emulator-cold"))):
-            client = get_client(f"127.0.0.1:{emulator_port}")
+            client = tasks_client(f"127.0.0.1:{emulator_port}")
             for attempt in range(self.sizes.cold_starts):
                 name = f"receiver-{attempt}"
                 client.pause_queue(name=QUEUE)

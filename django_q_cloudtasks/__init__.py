@@ -10,15 +10,13 @@ __version__ = "0.1.0"
 __all__ = ["CloudTasksBroker", "async_task_after"]
 
 if TYPE_CHECKING:
-    from .broker import CloudTasksBroker
-    from .delays import async_task_after
-
-_LAZY = {"CloudTasksBroker": "broker", "async_task_after": "delays"}
+    from .broker import CloudTasksBroker, async_task_after
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    if name in __all__:
+        # On first access, not at import: the broker needs Django's apps ready.
+        from . import broker
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(broker, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,9 +37,13 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
 
-from . import deadletters, queues
+from .broker import CloudTasksBroker
 from .conf import QueueSettings, cluster_names, queue_settings
+from .exceptions import QueueUnavailable
+from .gcp import queue_admin
+from .gcp.tasks import run_task
 from .models import DeadLetter, Payload, Receipt
+from .receiver import deadletters
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -66,20 +70,20 @@ class QueueView:
     """One queue as the page shows it: what Cloud Tasks said, or why it could not say."""
 
     settings: QueueSettings
-    info: queues.QueueInfo | None = None
-    tasks: list[queues.WaitingTask] = field(default_factory=list)
+    info: queue_admin.QueueInfo | None = None
+    tasks: list[queue_admin.WaitingTask] = field(default_factory=list)
     error: str = ""
 
     @property
     def truncated(self) -> bool:
-        return len(self.tasks) >= queues.DEFAULT_LIMIT
+        return len(self.tasks) >= queue_admin.DEFAULT_LIMIT
 
 
 def read_queue(qs: QueueSettings) -> QueueView:
     """A queue and its waiting tasks; a queue that cannot be read does not hide the others."""
     try:
-        return QueueView(qs, queues.inspect(qs), queues.waiting_tasks(qs))
-    except queues.QueueUnavailable as error:
+        return QueueView(qs, queue_admin.inspect(qs), queue_admin.waiting_tasks(qs))
+    except QueueUnavailable as error:
         return QueueView(qs, error=str(error))
 
 
@@ -88,12 +92,15 @@ def steer(action: str, qs: QueueSettings, task_id: str) -> tuple[int, str]:
     say what happened."""
     queue = qs.queue_path
     if action == "pause":
-        queues.pause(qs)
+        queue_admin.pause(qs)
         return messages.SUCCESS, f"Paused {queue}: its tasks wait until it is resumed."
     if action == "resume":
-        queues.resume(qs)
+        queue_admin.resume(qs)
         return messages.SUCCESS, f"Resumed {queue}."
-    done = queues.run_now(qs, task_id) if action == "run" else queues.delete(qs, task_id)
+    if action == "run":
+        done = run_task(qs, task_id)
+    else:  # its payload too, if it is a big task
+        done = CloudTasksBroker(qs.cluster).delete(task_id)
     if not done:
         return messages.WARNING, f"Task {task_id} is no longer in {queue}: it ran or was deleted."
     verb = "Dispatched" if action == "run" else "Deleted"
@@ -178,7 +185,7 @@ class CloudTasksQueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise Http404("No such Cloud Task.")
         try:
             level, message = steer(action, queue_settings(cluster), task_id)
-        except queues.QueueUnavailable as error:
+        except QueueUnavailable as error:
             level, message = messages.ERROR, str(error)
         logger.info("%s, in the admin: %s", request.user.get_username(), message)
         self.message_user(request, message, level)

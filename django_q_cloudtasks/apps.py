@@ -7,4 +7,8 @@ class CloudTasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported once the apps are: these modules use the models.
         from . import checks  # noqa: F401  (registers the system checks)
+        from .receiver.execution import quiet_django_q
+
+        quiet_django_q()

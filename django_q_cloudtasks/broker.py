@@ -1,8 +1,9 @@
-"""CloudTasksBroker: the enqueue side. django-q hands it signed packages; it creates
-Cloud Tasks HTTP tasks that POST each package back to the receiver view.
+"""The enqueue side: ``CloudTasksBroker``, and ``async_task_after``.
 
-django-q builds a new broker object on nearly every call, so constructing one is cheap:
-it looks up cached settings and nothing else. The API client is made on first use.
+django-q hands the broker signed packages; it creates Cloud Tasks HTTP tasks that POST
+each package back to the receiver view (``gcp/tasks.py``). django-q builds a new broker
+object on nearly every call, so constructing one is cheap: it looks up cached settings and
+nothing else. The API client is made on first use.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from django.utils import timezone
 from django_q.brokers import Broker
 from django_q.humanhash import humanize
 from django_q.signing import SignedPackage
+from django_q.tasks import async_task
 
-from . import delays, payloads, queues
-from .client import get_client
+from . import delays, payloads, wire
 from .conf import QueueSettings, main_cluster_name, queue_settings
-from .exceptions import EnqueueError
-from .packages import CONTENT_TYPE, func_name
+from .exceptions import EnqueueError, QueueUnavailable
+from .gcp import queue_admin
+from .gcp.tasks import create_http_task, delete_task
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -43,6 +45,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
     (schedule slots use it for a deterministic one), ``run_after`` delays the task.
     """
 
+    # Queue statistics by queue path, with the time read: shared by every broker object.
     _stats: dict[str, tuple[float, Any]] = {}
     _warned_dequeue = threading.Event()
 
@@ -103,7 +106,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
 
     def _create(self, task: str, package: dict[str, Any], *, new: bool) -> str:
         task_id: str = package["id"]
-        body, content_type = task.encode(), CONTENT_TYPE
+        body, content_type = task.encode(), wire.PACKAGE_CONTENT_TYPE
         qs = self.settings
         if new and len(body) > qs.max_package_bytes:  # a hop was measured when enqueued
             raise EnqueueError(
@@ -113,9 +116,10 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
                 queue_path=qs.queue_path,
                 task_id=task_id,
             )
-        if len(body) > payloads.MAX_TASK_BODY_BYTES:
-            body = payloads.store(task_id, task, name=package["name"], func=func_name(package))
-            content_type = payloads.REFERENCE_CONTENT_TYPE
+        if len(body) > wire.MAX_TASK_BODY_BYTES:
+            payloads.store(task_id, task)
+            body = wire.reference(task_id, task, name=package["name"], func=wire.func_name(package))
+            content_type = wire.REFERENCE_CONTENT_TYPE
         name, schedule_time = delays.next_hop(task_id, package.get("run_after"), timezone.now())
         timeout = package.get("timeout")
         try:
@@ -132,7 +136,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         except EnqueueError:
             # A new task not enqueued must not run: a stray Cloud Task finds no payload. A hop
             # keeps it: the delivery that forwards it is retried.
-            if new and content_type == payloads.REFERENCE_CONTENT_TYPE:
+            if new and content_type == wire.REFERENCE_CONTENT_TYPE:
                 payloads.discard(task_id)
             raise
         return task_id
@@ -166,32 +170,32 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         return stats["running"] if stats else None
 
     def ping(self) -> bool:
-        """Whether the queue answers (GetQueue), within ``queues.API_TIMEOUT``: a health
-        check answers now, with no retries."""
+        """Whether the queue answers (GetQueue, one attempt of ``api.AT_ONCE``)."""
         try:
-            queues.check(self.settings)
-        except queues.QueueUnavailable as error:
+            queue_admin.check(self.settings)
+        except QueueUnavailable as error:
             logger.warning("%s", error)
             return False
         return True
 
     def delete(self, task_id: str) -> bool:
-        """Cancel a waiting task by its django-q id; False if it already ran or was deleted."""
-        from google.api_core import exceptions
-
-        try:
-            get_client(self.settings.emulator_host).delete_task(
-                name=self.settings.task_path(task_id), timeout=10
-            )
-        except exceptions.NotFound:
+        """Cancel a waiting task by its django-q id, and drop its payload if it has one;
+        False if it already ran or was deleted."""
+        if not delete_task(self.settings, task_id):
             return False
+        payloads.discard(task_id)
         return True
 
     def purge_queue(self) -> None:
         """Delete every waiting task of the queue (Cloud Tasks does it within a minute); a
         queue that does not exist has none. Raises QueueUnavailable when Cloud Tasks fails."""
-        queues.purge(self.settings)
+        queue_admin.purge(self.settings)
         self._stats.pop(self.settings.queue_path, None)
+
+    @classmethod
+    def forget_stats(cls) -> None:
+        """Read the queues' statistics afresh at the next call, not from the last 5 s."""
+        cls._stats.clear()
 
     def delete_queue(self) -> None:
         """Purges the queue but never deletes it: Cloud Tasks locks a deleted queue's name
@@ -215,8 +219,8 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
 
     def _fetch_stats(self) -> dict[str, int | None] | None:
         try:
-            stats = queues.inspect(self.settings).stats
-        except queues.QueueUnavailable as error:
+            stats = queue_admin.inspect(self.settings).stats
+        except QueueUnavailable as error:
             logger.warning("%s", error)
             return None
         if stats is None:
@@ -224,104 +228,16 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         return {"waiting": stats.tasks - (stats.running or 0), "running": stats.running}
 
 
-def create_http_task(
-    qs: QueueSettings,
-    *,
-    name: str,
-    url: str,
-    body: bytes,
-    content_type: str,
-    deadline: int,
-    schedule_time: datetime | None = None,
-    task_id: str | None = None,
-) -> bool:
-    """Create one named HTTP task in ``qs``'s queue, signed with its OIDC identity.
+def async_task_after(run_after: delays.RunAfter, func: Any, *args: Any, **kwargs: Any) -> str:
+    """``django_q.tasks.async_task``, delivered no earlier than ``run_after``.
 
-    Transient errors are retried for up to ``enqueue_timeout``: safely, because the task
-    is named. Returns False when a task of that name exists already, which counts as
-    done: an earlier attempt, or a concurrent caller, created it. ``task_id``, the
-    django-q task the Cloud Task is for (default: ``name``), is what an error names.
+    ``run_after`` is an aware datetime, a timedelta or a number of seconds from now.
+    Every other argument is async_task's, ``q_options`` and ``cluster`` included; the task
+    id is returned. A time in the past runs the task now. In django-q's sync mode the
+    task runs at once, like every task there.
     """
-    from google.api_core import exceptions, retry
-
-    http_request: dict[str, Any] = {
-        "http_method": "POST",
-        "url": url,
-        "headers": {"Content-Type": content_type},
-        "body": body,
-    }
-    if qs.service_account_email:
-        http_request["oidc_token"] = {
-            "service_account_email": qs.service_account_email,
-            "audience": qs.audience,
-        }
-    cloud_task: dict[str, Any] = {
-        "name": qs.task_path(name),
-        "http_request": http_request,
-        "dispatch_deadline": {"seconds": deadline},
-    }
-    if schedule_time is not None:
-        cloud_task["schedule_time"] = schedule_time
-    transient = retry.if_exception_type(
-        exceptions.ServiceUnavailable,
-        exceptions.DeadlineExceeded,
-        exceptions.InternalServerError,
-        exceptions.TooManyRequests,
-        exceptions.Aborted,
-        exceptions.Unknown,
-    )
-    policy = retry.Retry(
-        predicate=transient,
-        initial=0.2,
-        maximum=5.0,
-        multiplier=2.0,
-        timeout=qs.enqueue_timeout,
-    )
-    try:
-        get_client(qs.emulator_host).create_task(
-            parent=qs.queue_path,
-            task=cloud_task,  # type: ignore[arg-type]  # proto-plus takes a dict as well
-            retry=policy,
-            timeout=min(10.0, qs.enqueue_timeout),
-        )
-    except exceptions.AlreadyExists:
-        logger.debug("Task %s already exists in %s", name, qs.queue_path)
-        return False
-    except exceptions.RetryError as error:
-        raise _enqueue_error(qs, task_id or name, error.cause or error) from error
-    except exceptions.GoogleAPICallError as error:
-        raise _enqueue_error(qs, task_id or name, error) from error
-    return True
-
-
-def _enqueue_error(qs: QueueSettings, task_id: str, error: BaseException) -> EnqueueError:
-    from google.api_core import exceptions
-
-    hints: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
-        (
-            exceptions.NotFound,
-            f"The queue does not exist. Create it: gcloud tasks queues create {qs.queue} "
-            f"--location={qs.location} --project={qs.project}",
-        ),
-        (
-            exceptions.PermissionDenied,
-            "The caller needs roles/cloudtasks.enqueuer on the queue"
-            + (
-                f" and roles/iam.serviceAccountUser on {qs.service_account_email}"
-                if qs.service_account_email
-                else ""
-            )
-            + ".",
-        ),
-        (
-            (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded),
-            f"Cloud Tasks did not answer within {qs.enqueue_timeout:g} s"
-            + (f"; is the emulator at {qs.emulator_host} running?" if qs.emulator_host else "."),
-        ),
-    ]
-    hint = next((text for kind, text in hints if isinstance(error, kind)), "")
-    return EnqueueError(
-        f"Could not enqueue task {task_id} to Cloud Tasks queue {qs.queue_path}: {error}. {hint}".strip(),
-        queue_path=qs.queue_path,
-        task_id=task_id,
-    )
+    q_options = dict(kwargs.pop("q_options", None) or {})
+    cluster = q_options.get("cluster", kwargs.get("cluster"))
+    q_options["broker"] = CloudTasksBroker(cluster, run_after=delays.resolve(run_after))
+    task_id: str = async_task(func, *args, q_options=q_options, **kwargs)
+    return task_id

@@ -20,7 +20,7 @@ from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
 from . import conf
-from .payloads import MAX_TASK_BODY_BYTES
+from .wire import MAX_TASK_BODY_BYTES
 
 
 @register()

@@ -1,4 +1,5 @@
-"""Tasks that run later: at a given time, or after a countdown.
+"""Time arithmetic of tasks that run later (``broker.async_task_after``): where a delayed
+task goes next, and whether a delivered one is due.
 
 Cloud Tasks holds a task for at most 30 days (``schedule_time``). A task asked for later
 than that travels in hops: it is created to arrive up to 30 days ahead, and the
@@ -30,25 +31,6 @@ HOP = timedelta(days=29)
 EARLY_TOLERANCE = timedelta(minutes=5)
 
 RunAfter = datetime | timedelta | int | float
-
-
-def async_task_after(run_after: RunAfter, func: Any, *args: Any, **kwargs: Any) -> str:
-    """``django_q.tasks.async_task``, delivered no earlier than ``run_after``.
-
-    ``run_after`` is an aware datetime, a timedelta or a number of seconds from now.
-    Every other argument is async_task's, ``q_options`` and ``cluster`` included; the task
-    id is returned. A time in the past runs the task now. In django-q's sync mode the
-    task runs at once, like every task there.
-    """
-    from django_q.tasks import async_task
-
-    from .broker import CloudTasksBroker
-
-    q_options = dict(kwargs.pop("q_options", None) or {})
-    cluster = q_options.get("cluster", kwargs.get("cluster"))
-    q_options["broker"] = CloudTasksBroker(cluster, run_after=resolve(run_after))
-    task_id: str = async_task(func, *args, q_options=q_options, **kwargs)
-    return task_id
 
 
 def resolve(run_after: RunAfter, now: datetime | None = None) -> datetime:

@@ -1,5 +1,5 @@
 """What ``cloudtasks_monitor`` shows, gathered: per cluster, its queue as Cloud Tasks counts
-it and its results as django-q saved them; and the receiver processes (``instances.py``).
+it and its results as django-q saved them; and the receiver processes (``receiver/status.py``).
 
 The two sources fail apart: a queue Cloud Tasks does not answer for keeps its results,
 with the reason in place of the queue's figures.
@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.utils import timezone
+from django_q.models import Task
 
-from . import instances, queues
 from .conf import cluster_names, queue_settings
+from .exceptions import QueueUnavailable
+from .gcp import queue_admin
+from .models import Receipt
+from .receiver import status
 
 # The span success and failure counts, run times and failing functions are taken over:
 # a minute at least, since it holds the minute the completion rate is counted over.
@@ -63,7 +67,7 @@ class QueueSnapshot:
 
 @dataclass(frozen=True)
 class Receiver:
-    """A process that ran tasks within ``instances.TTL``."""
+    """A process that ran tasks within ``status.TTL``."""
 
     host: str
     instance_id: str
@@ -99,7 +103,7 @@ def snapshot(window: timedelta = DEFAULT_WINDOW, *, now: datetime | None = None)
                 finished=status.finished,
                 uptime=now - status.tob,
             )
-            for status in instances.receivers()
+            for status in status.receivers()
         )
     except Exception as error:  # the cache's own errors: any backend, any exception
         unavailable = f"Could not read the receivers from the cache: {error}"
@@ -117,8 +121,8 @@ def queue_snapshot(cluster: str, window: timedelta, *, now: datetime) -> QueueSn
     qs = queue_settings(cluster)
     figures, unavailable = None, None
     try:
-        figures = queue_figures(queues.inspect(qs), now=now)
-    except queues.QueueUnavailable as error:
+        figures = queue_figures(queue_admin.inspect(qs), now=now)
+    except QueueUnavailable as error:
         unavailable = str(error)
     return QueueSnapshot(
         cluster=cluster,
@@ -129,7 +133,7 @@ def queue_snapshot(cluster: str, window: timedelta, *, now: datetime) -> QueueSn
     )
 
 
-def queue_figures(info: queues.QueueInfo, *, now: datetime) -> QueueFigures:
+def queue_figures(info: queue_admin.QueueInfo, *, now: datetime) -> QueueFigures:
     stats = info.stats
     oldest = stats.oldest_arrival if stats else None
     return QueueFigures(
@@ -144,10 +148,6 @@ def queue_figures(info: queues.QueueInfo, *, now: datetime) -> QueueFigures:
 
 def result_figures(cluster: str, window: timedelta, *, now: datetime) -> ResultFigures:
     """From the window's rows, read once: few columns, and a window of them at most."""
-    from django_q.models import Task
-
-    from .models import Receipt
-
     rows = Task.objects.filter(
         cluster=cluster, stopped__gte=now - window, stopped__lte=now
     ).values_list("stopped", "func", "success")

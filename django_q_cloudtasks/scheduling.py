@@ -30,12 +30,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core import signing
 from django.db import models, router, transaction
 from django.utils import timezone
+from django_q.conf import Conf, croniter
+from django_q.humanhash import humanize
+from django_q.models import Schedule, Task
+from django_q.tasks import async_task
+from django_q.utils import localtime
 
+from . import wire
+from .broker import CloudTasksBroker
 from .conf import QueueSettings, cluster_names, main_cluster_name, queue_settings
 from .exceptions import EnqueueError
+from .gcp.tasks import create_http_task
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -47,12 +54,6 @@ LOOKAHEAD = timedelta(seconds=120)
 OVERDUE_RENEWAL = timedelta(minutes=10)
 # Seconds Cloud Tasks waits for the answer to a wake-up: firing takes a moment.
 WAKE_UP_DEADLINE = 60
-WAKE_UP_CONTENT_TYPE = "application/vnd.django-q-cloudtasks.slot"
-_SIGNING_SALT = "django_q_cloudtasks.scheduling.slot"
-
-
-class BadSlot(Exception):
-    """A wake-up body that this project did not sign."""
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,13 @@ class Slot:
         return _digest(f"wake-up:{self.schedule_id}:{self.time.isoformat()}:{renewals}")
 
     def sign(self) -> bytes:
-        value = {"schedule": self.schedule_id, "slot": self.time.isoformat()}
-        return signing.dumps(value, salt=_SIGNING_SALT, compress=False).encode()
+        """The body of the slot's wake-up (``wire.py``)."""
+        return wire.wake_up(self.schedule_id, self.time)
 
     @classmethod
     def unsign(cls, body: bytes) -> Slot:
-        """The slot in a wake-up body; JSON, never a pickle, and only once its signature holds."""
-        try:
-            value = signing.loads(body.decode("ascii"), salt=_SIGNING_SALT)
-            return cls(int(value["schedule"]), datetime.fromisoformat(value["slot"]))
-        except (UnicodeDecodeError, signing.BadSignature):
-            raise BadSlot("The body is not a schedule wake-up signed by this project.") from None
-        except (KeyError, TypeError, ValueError) as error:
-            raise BadSlot(f"A signed wake-up could not be read: {error!r}") from None
+        """The slot a wake-up body names; JSON, never a pickle, once its signature holds."""
+        return cls(*wire.read_wake_up(body))
 
 
 @dataclass
@@ -116,8 +111,6 @@ def tick(*, now: datetime | None = None, lookahead: timedelta = LOOKAHEAD) -> Ti
     Cloud Tasks refuses a queue's first wake-up, the queue's other schedules are reported
     failed without waiting for each in turn: the next tick tries again.
     """
-    from django_q.models import Schedule
-
     now = now or timezone.now()
     report = TickReport()
     for cluster in cluster_names():
@@ -143,14 +136,12 @@ def tick(*, now: datetime | None = None, lookahead: timedelta = LOOKAHEAD) -> Ti
 
 def wake_up(slot: Slot, queue: QueueSettings, *, now: datetime) -> bool:
     """Create the wake-up of ``slot``; False if it was there already."""
-    from .broker import create_http_task
-
     return create_http_task(
         queue,
         name=slot.wake_up_name(now),
         url=queue.schedule_url,
         body=slot.sign(),
-        content_type=WAKE_UP_CONTENT_TYPE,
+        content_type=wire.WAKE_UP_CONTENT_TYPE,
         deadline=WAKE_UP_DEADLINE,
         schedule_time=slot.time if slot.time > now else None,
         task_id=slot.task_id,
@@ -170,8 +161,6 @@ def fire(slot: Slot, *, now: datetime | None = None) -> Fired:
 
     Raises EnqueueError when Cloud Tasks is unreachable: the wake-up is then retried.
     """
-    from django_q.models import Schedule
-
     now = now or timezone.now()
     with transaction.atomic(using=router.db_for_write(Schedule)):
         schedule = Schedule.objects.select_for_update().filter(pk=slot.schedule_id).first()
@@ -204,8 +193,6 @@ def next_slot(schedule: Any, slot: datetime, now: datetime) -> datetime:
     Unlike django-q, a cron schedule counts from its slot rather than from now, so a
     slot planned ahead of time does not come round twice, and CATCH_UP applies to it too.
     """
-    from django_q.conf import Conf
-
     upcoming = slot
     while True:
         upcoming = _after(schedule, upcoming)
@@ -216,9 +203,6 @@ def next_slot(schedule: Any, slot: datetime, now: datetime) -> datetime:
 def _after(schedule: Any, slot: datetime) -> datetime:
     if schedule.schedule_type != schedule.CRON:
         return schedule.calculate_next_run(slot)  # type: ignore[no-any-return]
-    from django_q.conf import croniter
-    from django_q.utils import localtime
-
     if croniter is None:
         raise ImportError("Cron schedules need croniter: pip install croniter")
     return croniter(schedule.cron, localtime(slot)).get_next(datetime)  # type: ignore[no-any-return]
@@ -274,10 +258,6 @@ def _enqueue(
     slot: Slot,
     now: datetime,
 ) -> None:
-    from django_q.tasks import async_task
-
-    from .broker import CloudTasksBroker
-
     q_options = kwargs["q_options"]
     # A wake-up that came early (clocks differ) still has its task start on time.
     run_after = slot.time if slot.time > now else None
@@ -294,9 +274,6 @@ def _record_broken(
     schedule: Any, slot: Slot, problem: str, error: Exception, now: datetime
 ) -> None:
     """A Failure row for the slot, where the admin shows what is wrong with the schedule."""
-    from django_q.humanhash import humanize
-    from django_q.models import Task
-
     reason = f"Schedule {schedule.name or schedule.pk} {problem}: {error!r}"
     logger.error("%s", reason)
     Task.objects.update_or_create(
@@ -349,8 +326,6 @@ def _move_on(schedule: Any, slot: Slot, upcoming: datetime | None) -> bool:
 
 def _plan_next(schedule_id: int, cluster: str, now: datetime) -> None:
     """Create the next slot's wake-up now if it falls before the next tick."""
-    from django_q.models import Schedule
-
     upcoming = (
         Schedule.objects.filter(pk=schedule_id, next_run__lt=now + LOOKAHEAD)
         .exclude(repeats=0)

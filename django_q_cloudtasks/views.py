@@ -28,12 +28,14 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import deadletters, scheduling
-from .auth import AuthenticationFailed, CertificatesUnavailable, authenticate
+from . import scheduling
 from .cloud_logging import RECEIVER_LOGGER, trace_of
 from .conf import queue_settings, receiver_settings
-from .delivery import Delivery, Result, take_task, take_wake_up
-from .packages import func_name
+from .exceptions import AuthenticationFailed, CertificatesUnavailable
+from .receiver import deadletters
+from .receiver.auth import authenticate
+from .receiver.delivery import Delivery, Result, take_task, take_wake_up
+from .wire import func_name
 
 logger = logging.getLogger("django_q_cloudtasks")
 receiver_logger = logging.getLogger(RECEIVER_LOGGER)

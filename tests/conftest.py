@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from django_q_cloudtasks.auth import certificates
-from django_q_cloudtasks.packages import CONTENT_TYPE
+from django_q_cloudtasks.receiver.auth import certificates
+from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE
 from tests.support.packages import sign
 from tests.support.tokens import CertsServer, SigningKey
 
@@ -72,7 +72,7 @@ def deliver(client: Client, signing_key: SigningKey, verifying: CertsServer) -> 
         token: str | None = "valid",
         retries: int = 0,
         path: str = "/_tasks/",
-        content_type: str = CONTENT_TYPE,
+        content_type: str = PACKAGE_CONTENT_TYPE,
         headers: dict[str, str] | None = None,
     ) -> Any:
         headers = {"X-CloudTasks-TaskRetryCount": str(retries), **(headers or {})}
@@ -121,10 +121,10 @@ class PausedCloudTasks:
     }
 
     def __init__(self, emulator: Any) -> None:
-        from django_q_cloudtasks.client import get_client
+        from django_q_cloudtasks.gcp.client import tasks_client
 
         self.emulator = emulator
-        self.client = get_client(emulator.address)
+        self.client = tasks_client(emulator.address)
         for queue in self.QUEUES.values():
             emulator.ensure_queue(queue)
             self.client.pause_queue(name=queue)

@@ -187,7 +187,7 @@ def test_a_queue_that_cannot_be_read_shows_why_and_the_others_still_show(
     assert '<p class="errornote">Could not read queue projects/test-project/locations/' in (
         queue_section(html, "second")
     )
-    assert "Is the emulator at 127.0.0.1:9 running?" in queue_section(html, "second")
+    assert "is the emulator at 127.0.0.1:9 running?" in queue_section(html, "second")
     assert humanize(task_id) in queue_section(html, "tests")
 
 

@@ -58,7 +58,7 @@ def test_cloud_tasks_out_of_reach_raises_within_the_enqueue_timeout(
 @pytest.mark.parametrize("outage", ["refuse", "black_hole"])
 def test_out_of_reach_ping_and_the_sizes_answer_false_and_none_within_15_s(outage, proxy):
     """qmonitor polls them every second: they answer, rather than raise or hang."""
-    CloudTasksBroker._stats.clear()
+    CloudTasksBroker.forget_stats()
     getattr(proxy, outage)()
     broker = CloudTasksBroker()
 

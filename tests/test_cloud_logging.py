@@ -119,13 +119,13 @@ def test_a_failure_logs_a_warning_with_its_attempt_and_a_duplicate_says_so(
 @pytest.mark.django_db(transaction=True)
 def test_a_line_names_the_trace_of_its_request(deliver, client, caplog, signing_key):
     caplog.set_level(logging.INFO, logger="django_q_cloudtasks")
-    from django_q_cloudtasks.packages import CONTENT_TYPE
+    from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE
     from tests.support.packages import sign
 
     client.post(
         "/_tasks/",
         data=sign(make_task("math.floor", 2.5)),
-        content_type=CONTENT_TYPE,
+        content_type=PACKAGE_CONTENT_TYPE,
         headers={
             "Authorization": f"Bearer {signing_key.token()}",
             "X-Cloud-Trace-Context": TRACE_HEADER,

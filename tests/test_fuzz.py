@@ -21,8 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from django_q_cloudtasks.models import Receipt
-from django_q_cloudtasks.packages import CONTENT_TYPE
-from django_q_cloudtasks.payloads import REFERENCE_CONTENT_TYPE
+from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE, REFERENCE_CONTENT_TYPE
 from tests.support.packages import make_task, sign
 from tests.support.tokens import SigningKey
 
@@ -122,7 +121,7 @@ def test_random_deliveries_never_fail_run_or_unpickle(
         token=st.one_of(st.just("valid"), st.sampled_from(list(tokens)), header_values),
         body=bodies,
         content_type=st.one_of(
-            st.sampled_from([CONTENT_TYPE, REFERENCE_CONTENT_TYPE, "application/json"]),
+            st.sampled_from([PACKAGE_CONTENT_TYPE, REFERENCE_CONTENT_TYPE, "application/json"]),
             header_values,
         ),
         headers=cloud_tasks_headers,

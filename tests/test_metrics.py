@@ -15,10 +15,10 @@ from django_q.status import Stat
 from django_q.tasks import async_task
 
 from django_q_cloudtasks import async_task_after, metrics
-from django_q_cloudtasks.instances import ReceiverStatus
 from django_q_cloudtasks.metrics import Receiver, percentile, result_figures
 from django_q_cloudtasks.models import Receipt
-from tests.test_instances import forget_receivers
+from django_q_cloudtasks.receiver.status import ReceiverStatus
+from tests.receiver.test_status import forget_receivers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -200,7 +200,7 @@ def test_a_queue_that_cannot_be_read_keeps_its_results(
     assert second.unavailable.startswith(
         f"Could not read queue {paused_cloud_tasks.QUEUES['second']}:"
     )
-    assert f"Is the emulator at {unreachable} running?" in second.unavailable
+    assert f"is the emulator at {unreachable} running?" in second.unavailable
     assert (second.results.failures, second.results.top_failing) == (
         1,
         (("tests.project.tasks.echo", 1),),

@@ -15,11 +15,12 @@ from django_q.models import Success
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from django_q_cloudtasks import async_task_after, payloads
+from django_q_cloudtasks import async_task_after, wire
 from django_q_cloudtasks.exceptions import EnqueueError
 from django_q_cloudtasks.models import Payload, prune
 from tests.conftest import assert_rejected
 from tests.project.tasks import LeavesATrace
+from tests.support.packages import stored
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,7 +42,7 @@ def test_a_5_mb_task_travels_by_reference_and_runs(paused_cloud_tasks, deliver, 
     task_id = async_task("tests.project.tasks.digest", five_mb)
     (cloud_task,) = paused_cloud_tasks.tasks()
     assert len(cloud_task.http_request.body) < 1024
-    assert cloud_task.http_request.headers["Content-Type"] == payloads.REFERENCE_CONTENT_TYPE
+    assert cloud_task.http_request.headers["Content-Type"] == wire.REFERENCE_CONTENT_TYPE
     assert len(Payload.objects.get(task_id=task_id).package) > FIVE_MB
 
     response = deliver(**delivery_of(cloud_task))
@@ -81,26 +82,26 @@ def test_a_payload_whose_task_could_not_be_enqueued_is_deleted(configure, five_m
 
 
 def test_a_reference_delivered_before_its_payload_committed_is_retried(deliver):
-    body = payloads.store("t1", "package")
+    body = stored("t1", "package")
     Payload.objects.all().delete()  # as if the enqueuing transaction had not committed yet
-    response = deliver(body, content_type=payloads.REFERENCE_CONTENT_TYPE)
+    response = deliver(body, content_type=wire.REFERENCE_CONTENT_TYPE)
     assert response.status_code == 500
     assert "has not committed" in response.json()["error"]
 
 
 def test_a_reference_whose_payload_never_came_is_abandoned(deliver):
     stale = {"task": "t1", "sha256": "0" * 64, "stored": time.time() - 3600}
-    body = signing.dumps(stale, salt=payloads.REFERENCE_SALT).encode()
-    response = deliver(body, content_type=payloads.REFERENCE_CONTENT_TYPE)
+    body = signing.dumps(stale, salt=wire.REFERENCE_SALT).encode()
+    response = deliver(body, content_type=wire.REFERENCE_CONTENT_TYPE)
     assert (response.status_code, response.json()["status"]) == (200, "abandoned")
 
 
 def test_a_payload_swapped_after_enqueue_is_refused_unread(deliver, tmp_path):
-    body = payloads.store("t1", "the package that was sent")
+    body = stored("t1", "the package that was sent")
     canary = tmp_path / "canary"
     swapped = SignedPackage.dumps(LeavesATrace(str(canary)))  # signed, yet not the one sent
     Payload.objects.filter(task_id="t1").update(package=swapped)
-    response = deliver(body, content_type=payloads.REFERENCE_CONTENT_TYPE)
+    response = deliver(body, content_type=wire.REFERENCE_CONTENT_TYPE)
     assert_rejected(response, "is not the one sent")
     assert not canary.exists()
 
@@ -112,13 +113,13 @@ def test_a_payload_swapped_after_enqueue_is_refused_unread(deliver, tmp_path):
         signing.dumps(
             {"task": "t1", "sha256": "0" * 64, "stored": 0}, salt="another salt"
         ).encode(),
-        signing.dumps({"task": "t1"}, salt=payloads.REFERENCE_SALT).encode(),
+        signing.dumps({"task": "t1"}, salt=wire.REFERENCE_SALT).encode(),
         "\u00e9".encode(),
     ],
     ids=["not signed", "another salt", "not a reference", "not ascii"],
 )
 def test_a_reference_this_project_did_not_sign_is_rejected(deliver, body):
-    assert_rejected(deliver(body, content_type=payloads.REFERENCE_CONTENT_TYPE))
+    assert_rejected(deliver(body, content_type=wire.REFERENCE_CONTENT_TYPE))
 
 
 def test_a_big_task_forwarded_towards_its_time_keeps_its_payload(
@@ -126,14 +127,14 @@ def test_a_big_task_forwarded_towards_its_time_keeps_its_payload(
 ):
     task_id = async_task_after(timedelta(days=40), "tests.project.tasks.digest", five_mb)
     (first_hop,) = paused_cloud_tasks.tasks()
-    assert first_hop.http_request.headers["Content-Type"] == payloads.REFERENCE_CONTENT_TYPE
+    assert first_hop.http_request.headers["Content-Type"] == wire.REFERENCE_CONTENT_TYPE
     assert deliver(**delivery_of(first_hop)).json()["status"] == "forwarded"
     assert Payload.objects.filter(task_id=task_id).exists()  # the next hop still needs it
 
 
 def test_payloads_older_than_cloud_tasks_keeps_tasks_are_pruned():
-    payloads.store("old", "package")
-    payloads.store("new", "package")
+    stored("old", "package")
+    stored("new", "package")
     Payload.objects.filter(task_id="old").update(created=timezone.now() - timedelta(days=33))
     assert prune() == 1
     assert list(Payload.objects.values_list("task_id", flat=True)) == ["new"]

@@ -20,6 +20,7 @@ from django_q.models import Failure, Schedule
 from django_q.signing import SignedPackage
 
 from django_q_cloudtasks import scheduling
+from django_q_cloudtasks.exceptions import BadWakeUp
 from django_q_cloudtasks.scheduling import Fired, Slot, fire, next_slot, tick
 from tests.support.crashes import fire_killed_before_commit
 
@@ -343,5 +344,5 @@ def test_a_wake_up_body_is_signed_json_never_a_pickle():
     [b"", b"not signed", b"\xff\xfe", b'{"schedule": 7, "slot": "2027-01-31T09:00:00+00:00"}'],
 )
 def test_a_wake_up_body_not_signed_by_this_project_is_refused(body):
-    with pytest.raises(scheduling.BadSlot):
+    with pytest.raises(BadWakeUp):
         Slot.unsign(body)

@@ -17,8 +17,9 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import Schedule, Success
 
-from django_q_cloudtasks.packages import CONTENT_TYPE, BadPackage, decode
+from django_q_cloudtasks.exceptions import BadPackage
 from django_q_cloudtasks.scheduling import Slot
+from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE, read_package
 from tests.conftest import assert_rejected
 from tests.project.tasks import LeavesATrace
 from tests.support.packages import make_task, sign, signed_with
@@ -35,7 +36,7 @@ def canary(tmp_path: Path) -> Path:
 def test_the_canary_leaves_a_trace_when_unpickled(canary):
     """The control for the tests below: a correctly signed canary is unpickled."""
     with pytest.raises(BadPackage):  # it is not a task package...
-        decode(signed_with(Conf.SECRET_KEY, LeavesATrace(str(canary))))
+        read_package(signed_with(Conf.SECRET_KEY, LeavesATrace(str(canary))))
     assert canary.exists()  # ...but it was unpickled
 
 
@@ -72,7 +73,7 @@ def test_a_rejected_delivery_records_which_cloud_task_it_was(client, signing_key
     response = client.post(
         "/_tasks/",
         data=b"garbage",
-        content_type=CONTENT_TYPE,
+        content_type=PACKAGE_CONTENT_TYPE,
         headers={
             "Authorization": f"Bearer {signing_key.token()}",
             "X-CloudTasks-QueueName": "tests",

@@ -9,7 +9,6 @@ from types import TracebackType
 
 import grpc
 
-from .. import client
 from ..conf import emulator_identity
 from .dispatcher import Dispatcher
 from .identity import CertificateServer, Identity
@@ -89,7 +88,6 @@ class Emulator:
         return True
 
     def start(self) -> Emulator:
-        client.forget(self.address)  # clients of an emulator here before: their channels back off
         self._certs.start()
         self._grpc.start()
         self.dispatcher.start()
@@ -101,7 +99,6 @@ class Emulator:
         self._certs.stop()
         if self._journal:
             self._journal.close()
-        client.forget(self.address)
 
     def __enter__(self) -> Emulator:
         return self.start()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_q_cloudtasks.client import forget, get_client
+from django_q_cloudtasks.gcp.client import forget, tasks_client
 from tests.support.ports import free_port, free_port_pair, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,7 +240,7 @@ def answers(stack: dict[str, str]) -> list[int]:
 
 
 def queue_is_empty(stack: dict[str, str]) -> bool:
-    return not list(get_client(stack["emulator_host"]).list_tasks(parent=f"{PARENT}/tests"))
+    return not list(tasks_client(stack["emulator_host"]).list_tasks(parent=f"{PARENT}/tests"))
 
 
 @pytest.fixture

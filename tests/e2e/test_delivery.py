@@ -13,11 +13,12 @@ import pytest
 from django_q.models import Failure, Success, Task
 from django_q.tasks import async_chain, async_task, fetch, result, result_group
 
-from django_q_cloudtasks import async_task_after, queues
-from django_q_cloudtasks.client import get_client
+from django_q_cloudtasks import async_task_after
 from django_q_cloudtasks.conf import queue_settings
+from django_q_cloudtasks.gcp.client import tasks_client
+from django_q_cloudtasks.gcp.tasks import run_task
 from django_q_cloudtasks.models import Payload
-from django_q_cloudtasks.packages import CONTENT_TYPE
+from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE
 from tests.conftest import wait_for
 from tests.e2e.conftest import queue_is_empty
 from tests.support.packages import make_task, sign
@@ -54,7 +55,7 @@ def test_run_now_on_a_task_delayed_by_two_days_runs_it_once(e2e, trace):
     if e2e["emulator"] != "built-in":
         pytest.skip("the third-party emulator delivers at once, ignoring schedule_time")
     task_id = async_task_after(timedelta(days=2), "tests.project.tasks.append", str(trace), "ran\n")
-    assert queues.run_now(queue_settings(), task_id)
+    assert run_task(queue_settings(), task_id)
     wait_for(lambda: Success.objects.filter(id=task_id).exists())
     wait_for(lambda: queue_is_empty(e2e))
     assert trace.runs == ["ran"]
@@ -87,7 +88,7 @@ def test_a_group_of_five_is_collected(e2e):
 
 
 def test_a_task_for_a_second_cluster_lands_in_the_second_queue(e2e):
-    client = get_client(e2e["emulator_host"])
+    client = tasks_client(e2e["emulator_host"])
     second = "projects/test-project/locations/europe-west1/queues/second-queue"
     client.pause_queue(name=second)
     try:
@@ -105,13 +106,13 @@ def test_the_server_refuses_a_token_for_an_account_it_does_not_allow(e2e, tmp_pa
         pytest.skip("only the built-in emulator signs ID tokens")
     trace = tmp_path / "runs"
     queue = "projects/test-project/locations/europe-west1/queues/tests"
-    client = get_client(e2e["emulator_host"])
+    client = tasks_client(e2e["emulator_host"])
     task = client.create_task(
         parent=queue,
         task={
             "http_request": {
                 "url": e2e["url"],
-                "headers": {"Content-Type": CONTENT_TYPE},
+                "headers": {"Content-Type": PACKAGE_CONTENT_TYPE},
                 "body": sign(make_task("tests.project.tasks.append", str(trace), "x")),
                 "oidc_token": {
                     "service_account_email": "intruder@elsewhere.iam.gserviceaccount.com",

@@ -15,9 +15,9 @@ from django_q.conf import Conf
 from django_q.monitor_terminal import monitor
 from django_q.tasks import async_task, result
 
-from django_q_cloudtasks.instances import ReceiverStatus, receivers
+from django_q_cloudtasks.receiver.status import ReceiverStatus, receivers
 from tests.conftest import wait_for
-from tests.test_instances import QMONITOR_WORKS, flat
+from tests.receiver.test_status import QMONITOR_WORKS, flat
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from google.cloud import tasks_v2
 
-from django_q_cloudtasks.client import get_client
 from django_q_cloudtasks.emulator import Emulator
+from django_q_cloudtasks.gcp.client import tasks_client
 from tests.support.ports import free_port_pair
 from tests.support.target import Target
 
@@ -42,7 +42,7 @@ def emulator(emulator_options: dict[str, Any]) -> Iterator[Emulator]:
 @pytest.fixture
 def api(emulator: Emulator) -> tasks_v2.CloudTasksClient:
     """The official client library, talking gRPC to the emulator."""
-    return get_client(emulator.address)
+    return tasks_client(emulator.address)
 
 
 @pytest.fixture

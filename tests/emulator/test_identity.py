@@ -9,9 +9,9 @@ import urllib.request
 import pytest
 from django.test import RequestFactory
 
-from django_q_cloudtasks.auth import AuthenticationFailed, authenticate, certificates
 from django_q_cloudtasks.conf import receiver_settings
 from django_q_cloudtasks.emulator import Emulator
+from django_q_cloudtasks.receiver.auth import AuthenticationFailed, authenticate, certificates
 from tests.conftest import wait_for
 from tests.support.ports import free_port_pair
 

@@ -10,8 +10,8 @@ import stat
 import pytest
 from google.api_core import exceptions
 
-from django_q_cloudtasks.client import get_client
 from django_q_cloudtasks.emulator import Emulator
+from django_q_cloudtasks.gcp.client import tasks_client
 from tests.conftest import wait_for
 from tests.emulator.conftest import PARENT, QUEUE
 from tests.support.ports import free_port_pair
@@ -29,7 +29,7 @@ def _later(seconds):
 def test_a_restart_loses_nothing(state, target):
     port = free_port_pair()
     with Emulator(port=port, state_path=state) as first:
-        api = get_client(first.address)
+        api = tasks_client(first.address)
         api.create_queue(parent=PARENT, queue={"name": QUEUE, "retry_config": {"max_attempts": 4}})
         api.pause_queue(name=QUEUE)
         for task_id in ("kept", "deleted"):
@@ -45,7 +45,7 @@ def test_a_restart_loses_nothing(state, target):
         kid = first.identity.kid
 
     with Emulator(port=port, state_path=state) as second:
-        api = get_client(second.address)
+        api = tasks_client(second.address)
         queue = api.get_queue(name=QUEUE)
         assert (queue.state.name, queue.retry_config.max_attempts) == ("PAUSED", 4)
         assert [t.name.rsplit("/", 1)[-1] for t in api.list_tasks(parent=QUEUE)] == ["kept"]

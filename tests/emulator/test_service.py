@@ -14,7 +14,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import tasks_v2
 
-from django_q_cloudtasks.client import get_beta_client
+from django_q_cloudtasks.gcp.client import tasks_beta_client
 from tests.emulator.conftest import PARENT, QUEUE, golden
 
 OTHER = f"{PARENT}/queues/other"
@@ -177,7 +177,7 @@ def test_v2beta3_reports_queue_statistics_only_when_asked(api, emulator, create)
     api.pause_queue(name=QUEUE)
     create("waiting-1", delay=5)
     create("waiting-2", delay=10)
-    beta = get_beta_client(emulator.address)
+    beta = tasks_beta_client(emulator.address)
     plain = beta.get_queue(name=QUEUE)
     assert "stats" not in plain
     stats = beta.get_queue(request={"name": QUEUE, "read_mask": {"paths": ["stats"]}}).stats

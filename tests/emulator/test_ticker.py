@@ -6,9 +6,9 @@ import time
 
 from django.test import RequestFactory
 
-from django_q_cloudtasks.auth import authenticate, certificates
 from django_q_cloudtasks.conf import receiver_settings
 from django_q_cloudtasks.emulator.ticker import Ticker
+from django_q_cloudtasks.receiver.auth import authenticate, certificates
 from tests.conftest import wait_for
 from tests.support.ports import free_port
 

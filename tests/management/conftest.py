@@ -1,5 +1,5 @@
 """Fixtures the command tests share with the tests of the modules behind them."""
 
-from tests.test_provisioning import cloud_tasks
+from tests.gcp.test_provisioning import cloud_tasks
 
 __all__ = ["cloud_tasks"]

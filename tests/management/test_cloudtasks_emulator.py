@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from django_q_cloudtasks.client import get_client
+from django_q_cloudtasks.gcp.client import tasks_client
 from tests.support.ports import free_port_pair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_it_creates_the_projects_queues_and_keeps_them_in_its_state_file(tmp_pat
         assert f"  queue {QUEUES}/tests (created)" in printed
         assert f"  queue {QUEUES}/second-queue (created)" in printed
         assert f"  ID-token certificates: http://127.0.0.1:{port + 1}/certs" in printed
-        client = get_client(address)
+        client = tasks_client(address)
         client.pause_queue(name=f"{QUEUES}/tests")
         client.create_task(
             parent=f"{QUEUES}/tests", task={"http_request": {"url": "http://127.0.0.1:9/"}}
@@ -66,7 +66,7 @@ def test_it_creates_the_projects_queues_and_keeps_them_in_its_state_file(tmp_pat
 
     with emulator_command(address, "--state", str(state)) as (_, printed):
         assert f"  queue {QUEUES}/tests" in printed  # there already, not created again
-        assert len(list(get_client(address).list_tasks(parent=f"{QUEUES}/tests"))) == 1
+        assert len(list(tasks_client(address).list_tasks(parent=f"{QUEUES}/tests"))) == 1
 
 
 def test_an_address_in_use_is_a_clear_error():

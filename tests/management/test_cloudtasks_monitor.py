@@ -26,10 +26,10 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from django_q_cloudtasks import metrics
-from django_q_cloudtasks.instances import Publisher, receivers
 from django_q_cloudtasks.management.commands.cloudtasks_monitor import layout
+from django_q_cloudtasks.receiver.status import Publisher, receivers
 from tests.conftest import wait_for
-from tests.test_instances import forget_receivers
+from tests.receiver.test_status import forget_receivers
 from tests.test_metrics import ran
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,7 +96,7 @@ def test_an_unreachable_queue_shows_its_error_and_the_others_still_show(
     assert error.startswith(
         "  Could not read queue projects/test-project/locations/europe-west1/queues/second-queue:"
     )
-    assert error.endswith(f"Is the emulator at {unreachable} running?")
+    assert error.endswith(f"is the emulator at {unreachable} running?")
 
 
 def test_once_lists_the_receivers(now):

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from django.core.management import CommandError, call_command
 
-from django_q_cloudtasks import scheduler_job
+from django_q_cloudtasks.gcp import client
 from tests.support.fake_cloud_scheduler import FakeCloudScheduler
 
 JOB = "projects/test-project/locations/europe-west1/jobs/tests-tick"
@@ -19,7 +19,7 @@ JOB = "projects/test-project/locations/europe-west1/jobs/tests-tick"
 @pytest.fixture
 def cloud_scheduler(monkeypatch) -> Iterator[FakeCloudScheduler]:
     server = FakeCloudScheduler().start()
-    monkeypatch.setattr(scheduler_job, "scheduler_client", server.client)
+    monkeypatch.setattr(client, "scheduler_client", server.client)
     yield server
     server.stop()
 

@@ -8,8 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from django_q_cloudtasks.conf import queue_id_for, queue_settings
+from tests.gcp.test_provisioning import QUEUES
 from tests.support.ports import free_port
-from tests.test_provisioning import QUEUES
 
 TESTS, SECOND = QUEUES["tests"], QUEUES["second"]
 CREATED_WITH_DEFAULTS = """\
@@ -116,7 +116,7 @@ def test_an_api_error_names_each_queue_and_fails(configure):
         f"Could not read Cloud Tasks queue {TESTS}",
         f"Could not read Cloud Tasks queue {SECOND}",
     ]
-    assert all(line.endswith(f"Is the emulator at {nobody} running?") for line in lines)
+    assert all(line.endswith(f"is the emulator at {nobody} running?") for line in lines)
 
 
 def test_a_cluster_whose_name_is_no_queue_id_gets_the_queue_made_from_it(cloud_tasks, configure):

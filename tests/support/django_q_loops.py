@@ -27,7 +27,7 @@ from django_q.brokers import get_broker
 from django_q.signals import post_execute_in_worker, pre_execute
 
 from django_q_cloudtasks.broker import CloudTasksBroker
-from django_q_cloudtasks.client import get_client
+from django_q_cloudtasks.gcp.client import tasks_client
 
 # How long a step waits for the receiver before the test fails.
 STEP_TIMEOUT = 30.0
@@ -72,7 +72,7 @@ class CloudTasksLoops:
     """``pusher``, ``worker`` and ``monitor`` over Cloud Tasks (see the module's docstring)."""
 
     def __init__(self, emulator_address: str) -> None:
-        self.client = get_client(emulator_address)
+        self.client = tasks_client(emulator_address)
         self._lock = threading.Condition()
         self._pushed: dict[str, _Held] = {}  # held at pre_execute
         self._worked: dict[str, _Held] = {}  # held at post_execute_in_worker
@@ -121,7 +121,7 @@ class CloudTasksLoops:
         refuses before that (a package it cannot verify) ends here, as in django-q."""
         broker = broker or get_broker()
         assert isinstance(broker, CloudTasksBroker)
-        CloudTasksBroker._stats.clear()
+        CloudTasksBroker.forget_stats()
         waiting = [
             task
             for task in self.client.list_tasks(parent=broker.settings.queue_path)
@@ -153,7 +153,7 @@ class CloudTasksLoops:
                 held = self._worked.pop(task["id"])
             held.go.set()
             self._wait(lambda task_id=task["id"]: self._answered(task_id) or None)
-        CloudTasksBroker._stats.clear()
+        CloudTasksBroker.forget_stats()
 
     # Waiting on the receiver
 

@@ -41,3 +41,11 @@ def a_package_from_the_newer_revision(module: types.ModuleType, *, lacks: str) -
     else:
         del module.Report
     return body
+
+
+def stored(task_id: str, package: str) -> bytes:
+    """A package kept in the database, as for a big task; returns the reference body."""
+    from django_q_cloudtasks import payloads, wire
+
+    payloads.store(task_id, package)
+    return wire.reference(task_id, package, name="", func="")

@@ -7,17 +7,15 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import EMULATOR_ENV, cluster_names, queue_settings
+from ...emulator import Emulator
 from ...emulator.state import DEFAULT_DEDUP_WINDOW
+from ...emulator.ticker import Ticker
 from ...exceptions import ConfigurationError
-
-if TYPE_CHECKING:
-    from ...emulator import Emulator
-    from ...emulator.ticker import Ticker
 
 DEFAULT_ADDRESS = "127.0.0.1:8123"
 
@@ -86,8 +84,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from ...emulator import Emulator
-
         if options["duplicates"] < 1:
             raise CommandError("--duplicates must be 1 or more.")
         address = options["address"] or self._configured_address() or DEFAULT_ADDRESS
@@ -141,8 +137,6 @@ class Command(BaseCommand):
             self.stdout.write("Emulator stopped.")
 
     def _ticker(self, emulator: Emulator, every: float) -> Ticker | None:
-        from ...emulator.ticker import Ticker
-
         if every <= 0:
             return None
         try:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from blessed import Terminal
 from django.core.management.base import BaseCommand, CommandParser
 
-from ... import instances, metrics
+from ... import metrics
 from ...metrics import QueueSnapshot, Snapshot
+from ...receiver import status
 
 # While waiting for the next refresh, the live dashboard looks at the keyboard and the
 # terminal's size this often: q and a resize take effect within it.
@@ -111,7 +113,7 @@ def layout(snapshot: Snapshot) -> list[Line]:
         *_table(QUEUE_COLUMNS, [(_queue_cells(q), _queue_notes(q)) for q in snapshot.queues]),
         Line(""),
         Line(
-            f"Receivers: the processes that ran tasks in the last {instances.TTL // 60} min",
+            f"Receivers: the processes that ran tasks in the last {status.TTL // 60} min",
             "title",
         ),
     ]
@@ -137,8 +139,6 @@ def layout(snapshot: Snapshot) -> list[Line]:
 
 def live(window: timedelta, interval: float) -> None:
     """Fullscreen until q: the figures every ``interval`` seconds, redrawn on a resize."""
-    from blessed import Terminal
-
     term = Terminal()
     footer = [Line(""), Line(f"q quits; refreshed every {interval:g} s")]
     drawn = None  # the terminal's size at the last drawing

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...deadletters import replay_each
 from ...models import DeadLetter
+from ...receiver.deadletters import replay_each
 
 
 class Command(BaseCommand):

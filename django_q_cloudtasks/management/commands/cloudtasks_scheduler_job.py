@@ -6,8 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import scheduler_job
 from ...conf import queue_settings
+from ...exceptions import MissingExtra, ProvisioningError
+from ...gcp import scheduler_job
+from ...gcp.provisioning import Change
 
 
 class Command(BaseCommand):
@@ -39,35 +41,16 @@ class Command(BaseCommand):
             spec = scheduler_job.JobSpec.for_queue(
                 queue, job_id=options["job"], location=options["location"]
             )
-            client = scheduler_job.scheduler_client()
-        except (ValueError, scheduler_job.MissingExtra) as error:
+            change, fields = scheduler_job.sync(spec, queue, dry_run=options["dry_run"])
+        except (ValueError, MissingExtra, ProvisioningError) as error:
             raise CommandError(str(error)) from error
-        from google.api_core import exceptions
-
-        try:
-            change, fields = scheduler_job.sync(spec, client=client, dry_run=options["dry_run"])
-        except exceptions.GoogleAPICallError as error:
-            raise CommandError(f"Cloud Scheduler refused: {error}. {_hint(error)}") from error
         verb = {
-            scheduler_job.Change.CREATED: "Would create" if options["dry_run"] else "Created",
-            scheduler_job.Change.UPDATED: "Would update" if options["dry_run"] else "Updated",
-            scheduler_job.Change.UNCHANGED: "Up to date:",
+            Change.CREATED: "Would create" if options["dry_run"] else "Created",
+            Change.UPDATED: "Would update" if options["dry_run"] else "Updated",
+            Change.UNCHANGED: "Up to date:",
         }[change]
         self.stdout.write(f"{verb} {spec.name}")
         for key, (before, after) in fields.items():
             self.stdout.write(
                 f"  {key}: {after!r}" if before is None else f"  {key}: {before!r} -> {after!r}"
             )
-
-
-def _hint(error: Exception) -> str:
-    from google.api_core import exceptions
-
-    if isinstance(error, exceptions.PermissionDenied):
-        return (
-            "The caller needs roles/cloudscheduler.admin, and roles/iam.serviceAccountUser on "
-            "the service account the job signs its token as."
-        )
-    if isinstance(error, exceptions.NotFound):
-        return "Is the Cloud Scheduler API enabled? gcloud services enable cloudscheduler.googleapis.com"
-    return ""

@@ -6,9 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import conf, provisioning
-from ...provisioning import ProvisioningError, QueueResult
-from ...scheduler_job import Change
+from ... import conf
+from ...exceptions import ProvisioningError
+from ...gcp import provisioning
+from ...gcp.provisioning import Change, QueueResult
 
 VERBS = {
     Change.CREATED: ("created", "would create"),

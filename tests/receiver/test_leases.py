@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from django_q_cloudtasks import leases
 from django_q_cloudtasks.models import Claim, Receipt
+from django_q_cloudtasks.receiver import leases
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

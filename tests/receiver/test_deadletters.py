@@ -15,15 +15,21 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Failure, Schedule, Success
 
-from django_q_cloudtasks import payloads
+from django_q_cloudtasks import payloads, wire
 from django_q_cloudtasks.broker import CloudTasksBroker
-from django_q_cloudtasks.deadletters import replay
-from django_q_cloudtasks.delivery import MISSING_CODE_RETRIES
 from django_q_cloudtasks.models import DeadLetter, Payload
-from django_q_cloudtasks.packages import CONTENT_TYPE
-from django_q_cloudtasks.scheduling import WAKE_UP_CONTENT_TYPE, Slot
+from django_q_cloudtasks.receiver.deadletters import replay
+from django_q_cloudtasks.receiver.delivery import MISSING_CODE_RETRIES
+from django_q_cloudtasks.scheduling import Slot
+from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE, WAKE_UP_CONTENT_TYPE
 from tests.conftest import assert_rejected
-from tests.support.packages import a_package_from_the_newer_revision, make_task, sign, signed_with
+from tests.support.packages import (
+    a_package_from_the_newer_revision,
+    make_task,
+    sign,
+    signed_with,
+    stored,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -127,25 +133,25 @@ def test_a_big_task_is_kept_with_its_package_which_outlives_the_payload(
     letter = assert_rejected(
         deliver(
             cloud_task.http_request.body,
-            content_type=payloads.REFERENCE_CONTENT_TYPE,
+            content_type=wire.REFERENCE_CONTENT_TYPE,
             retries=MISSING_CODE_RETRIES - 1,
         )
     )
-    assert letter.content_type == CONTENT_TYPE
+    assert letter.content_type == PACKAGE_CONTENT_TYPE
     Payload.objects.all().delete()
     sys.modules["newer_revision"] = newer_code
     assert replay(letter).result.status == "succeeded"
 
 
 def test_a_reference_whose_package_is_gone_is_kept(monkeypatch):
-    reference = payloads.store("gone", "a package")
+    reference = stored("gone", "a package")
     Payload.objects.all().delete()
     monkeypatch.setattr(payloads, "COMMIT_WAIT_SECONDS", 0)  # long gone, not yet to come
     letter = DeadLetter.objects.create(
         received=timezone.now(),
         path="/_tasks/",
         reason="kept as a reference",
-        content_type=payloads.REFERENCE_CONTENT_TYPE,
+        content_type=wire.REFERENCE_CONTENT_TYPE,
         body=reference,
     )
     replayed = replay(letter)

@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 from google.api_core import exceptions
 
-from django_q_cloudtasks.client import get_client
 from django_q_cloudtasks.conf import queue_settings
 from django_q_cloudtasks.emulator import Emulator
 from django_q_cloudtasks.emulator.state import QueueRecord
-from django_q_cloudtasks.provisioning import (
+from django_q_cloudtasks.gcp.client import tasks_client
+from django_q_cloudtasks.gcp.provisioning import (
     Difference,
     ProvisioningError,
     provision,
     queues_of,
 )
-from django_q_cloudtasks.scheduler_job import Change
+from django_q_cloudtasks.gcp.scheduler_job import Change
 from tests.support.ports import free_port, free_port_pair
 
 PARENT = "projects/test-project/locations/europe-west1"
@@ -31,7 +31,7 @@ class CloudTasks:
 
     def __init__(self, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
         self.emulator = emulator
-        self.client = get_client(emulator.address)
+        self.client = tasks_client(emulator.address)
         self.calls: list[tuple[str, dict[str, Any]]] = []
         for method in ("get_queue", "create_queue", "update_queue"):
             monkeypatch.setattr(self.client, method, self._recorded(method))
@@ -194,10 +194,10 @@ def test_no_answer_names_the_queue_and_the_emulator(configure):
     configure(emulator_host=nobody, enqueue_timeout=0.5)
     with pytest.raises(ProvisioningError) as raised:
         provision(queue_settings())
-    assert raised.value.queue_path == QUEUES["tests"]
+    assert raised.value.resource == QUEUES["tests"]
     message = str(raised.value)
     assert message.startswith(f"Could not read Cloud Tasks queue {QUEUES['tests']}: ")
-    assert message.endswith(f"Is the emulator at {nobody} running?")
+    assert message.endswith(f"is the emulator at {nobody} running?")
 
 
 def test_a_refusal_says_which_role_is_missing(cloud_tasks, monkeypatch):

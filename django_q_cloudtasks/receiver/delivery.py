@@ -31,14 +31,19 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import payloads, scheduling
-from .broker import CloudTasksBroker
-from .conf import QueueSettings, cluster_names, queue_settings
-from .delays import EARLY_TOLERANCE, Arrival, arrival
-from .exceptions import EnqueueError
+from .. import payloads, scheduling, wire
+from ..broker import CloudTasksBroker
+from ..conf import QueueSettings, cluster_names, queue_settings
+from ..delays import EARLY_TOLERANCE, Arrival, arrival
+from ..exceptions import (
+    BadBody,
+    CodeMissing,
+    EnqueueError,
+    PayloadGone,
+    PayloadPending,
+)
+from ..models import Receipt
 from .execution import Verdict, execute
-from .models import Receipt
-from .packages import BadPackage, CodeMissing, decode, func_name
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -131,19 +136,23 @@ class Result:
 
 def take_task(delivery: Delivery) -> Result:
     """Read, then forward or run, one delivered task."""
-    by_reference = delivery.content_type == payloads.REFERENCE_CONTENT_TYPE
+    by_reference = delivery.content_type == wire.REFERENCE_CONTENT_TYPE
     try:
-        package = payloads.load(delivery.body).encode() if by_reference else delivery.body
-        task = decode(package)
-    except payloads.PayloadPending as error:
+        package = (
+            payloads.load(wire.read_reference(delivery.body)).encode()
+            if by_reference
+            else delivery.body
+        )
+        task = wire.read_package(package)
+    except PayloadPending as error:
         logger.warning("A task delivery came early: %s", error)
         return Result(500, error=str(error))
-    except payloads.PayloadGone as error:
+    except PayloadGone as error:
         logger.error("Abandoned a task delivery: %s", error)
         return Result(200, "abandoned", str(error))
     except CodeMissing as error:
         return _missing_code(delivery, error)
-    except (BadPackage, payloads.BadReference) as error:
+    except BadBody as error:
         return Result(200, "rejected", str(error))
 
     queue = _cluster_of(task)
@@ -171,7 +180,7 @@ def take_wake_up(delivery: Delivery) -> Result:
     """Fire the schedule slot a wake-up carries (``scheduling.py``)."""
     try:
         slot = scheduling.Slot.unsign(delivery.body)
-    except scheduling.BadSlot as error:
+    except BadBody as error:
         return Result(200, "rejected", str(error))
     try:
         fired = scheduling.fire(slot)
@@ -219,7 +228,7 @@ def _log_early(task: dict[str, Any], how: Arrival, now: datetime) -> None:
         logger.info(
             "Task %s (%s) runs now, %s before its time: it was asked for ahead of it.",
             task["name"],
-            func_name(task),
+            wire.func_name(task),
             ahead,
         )
     else:
@@ -228,7 +237,7 @@ def _log_early(task: dict[str, Any], how: Arrival, now: datetime) -> None:
             'which cannot wait under its own name: it runs now. A "Run now", or is a clock '
             "wrong?",
             task["name"],
-            func_name(task),
+            wire.func_name(task),
             ahead,
         )
 

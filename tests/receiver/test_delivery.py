@@ -15,10 +15,10 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import Failure, Success
 
-from django_q_cloudtasks import delivery
 from django_q_cloudtasks.cloud_logging import RECEIVER_LOGGER
-from django_q_cloudtasks.delivery import MISSING_CODE_RETRIES
 from django_q_cloudtasks.models import DeadLetter
+from django_q_cloudtasks.receiver import delivery
+from django_q_cloudtasks.receiver.delivery import MISSING_CODE_RETRIES
 from tests.conftest import assert_rejected
 from tests.support.packages import a_package_from_the_newer_revision, make_task, signed_with
 

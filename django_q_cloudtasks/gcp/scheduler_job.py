@@ -2,16 +2,19 @@
 
 It POSTs to the tick endpoint with an OIDC token of the tasks service account, which the
 endpoint checks exactly as it checks Cloud Tasks' deliveries. Needs the optional
-``google-cloud-scheduler`` (``pip install 'django-q-cloudtasks[scheduler]'``).
+``google-cloud-scheduler`` (``pip install 'django-q-cloudtasks[scheduler]'``). Calls are
+retried for ``enqueue_timeout`` (``api.patient``).
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any
 
-from .conf import QueueSettings
+from ..conf import QueueSettings
+from ..exceptions import ProvisioningError
+from . import api, client
+from .provisioning import Change
 
 EVERY_MINUTE = "* * * * *"
 TIME_ZONE = "Etc/UTC"
@@ -20,17 +23,13 @@ ATTEMPT_DEADLINE_SECONDS = 60
 DESCRIPTION = "Plans the django-q schedules of {queue}: calls the django-q-cloudtasks tick."
 
 
-class MissingExtra(ImportError):
-    """google-cloud-scheduler is not installed."""
-
-
-class Change(enum.Enum):
-    """What setting up a resource in Google Cloud did to it: the job here, a queue in
-    provisioning.py."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
+ADMIN = (
+    "roles/cloudscheduler.admin, and roles/iam.serviceAccountUser on the service account "
+    "the job signs its token as"
+)
+API_DISABLED = (
+    "Is the Cloud Scheduler API enabled? gcloud services enable cloudscheduler.googleapis.com"
+)
 
 
 @dataclass(frozen=True)
@@ -80,34 +79,22 @@ class JobSpec:
             "attempt_deadline": f"{ATTEMPT_DEADLINE_SECONDS}s",
         }
 
-    def job(self) -> Any:
-        from google.cloud import scheduler_v1
-
-        return scheduler_v1.Job(
-            name=self.name,
-            description=self.description,
-            schedule=self.schedule,
-            time_zone=self.time_zone,
-            http_target=scheduler_v1.HttpTarget(
-                uri=self.uri,
-                http_method=scheduler_v1.HttpMethod.POST,
-                oidc_token=scheduler_v1.OidcToken(
-                    service_account_email=self.service_account_email, audience=self.audience
-                ),
-            ),
-            attempt_deadline={"seconds": ATTEMPT_DEADLINE_SECONDS},
-        )
-
-
-def scheduler_client() -> Any:
-    try:
-        from google.cloud import scheduler_v1
-    except ImportError as error:
-        raise MissingExtra(
-            "The Cloud Scheduler client is not installed: "
-            "pip install 'django-q-cloudtasks[scheduler]'"
-        ) from error
-    return scheduler_v1.CloudSchedulerClient()
+    def job(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "schedule": self.schedule,
+            "time_zone": self.time_zone,
+            "http_target": {
+                "uri": self.uri,
+                "http_method": "POST",
+                "oidc_token": {
+                    "service_account_email": self.service_account_email,
+                    "audience": self.audience,
+                },
+            },
+            "attempt_deadline": {"seconds": ATTEMPT_DEADLINE_SECONDS},
+        }
 
 
 def differences(spec: JobSpec, existing: Any) -> dict[str, tuple[Any, Any]]:
@@ -121,23 +108,32 @@ def differences(spec: JobSpec, existing: Any) -> dict[str, tuple[Any, Any]]:
 
 
 def sync(
-    spec: JobSpec, *, client: Any, dry_run: bool = False
+    spec: JobSpec, queue: QueueSettings, *, dry_run: bool = False
 ) -> tuple[Change, dict[str, tuple[Any, Any]]]:
-    """Create the job, or update the fields that differ; idempotent."""
-    from google.api_core import exceptions
+    """Create the job, or update the fields that differ; idempotent. Raises MissingExtra
+    without the client, ProvisioningError when Cloud Scheduler fails or refuses."""
+    from google.api_core import exceptions  # see api.py's docstring
 
+    budget = api.patient(queue.enqueue_timeout)
     try:
-        existing = client.get_job(name=spec.name)
-    except exceptions.NotFound:
+        scheduler = client.scheduler_client()
+        try:
+            existing = api.call(scheduler.get_job, budget, name=spec.name)
+        except exceptions.NotFound:
+            if not dry_run:
+                api.call(scheduler.create_job, budget, parent=spec.parent, job=spec.job())
+            return Change.CREATED, {key: (None, value) for key, value in spec.fields().items()}
+        changes = differences(spec, existing)
+        if not changes:
+            return Change.UNCHANGED, {}
         if not dry_run:
-            client.create_job(parent=spec.parent, job=spec.job())
-        return Change.CREATED, {key: (None, value) for key, value in spec.fields().items()}
-    changes = differences(spec, existing)
-    if not changes:
-        return Change.UNCHANGED, {}
-    if not dry_run:
-        mask = sorted({key.split(".")[0] for key in changes})
-        client.update_job(job=spec.job(), update_mask={"paths": mask})
+            mask = sorted({key.split(".")[0] for key in changes})
+            api.call(scheduler.update_job, budget, job=spec.job(), update_mask={"paths": mask})
+    except api.failures() as error:
+        hint = api.explain(error, queue, budget, needs=ADMIN, missing=API_DISABLED)
+        raise ProvisioningError(
+            f"Cloud Scheduler could not set up job {spec.name}: {hint}", resource=spec.name
+        ) from error
     return Change.UPDATED, changes
 
 

@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 from django.db import connection
 from django.utils import timezone
 
+from ..models import Receipt
+
 logger = logging.getLogger("django_q_cloudtasks")
 
 # How long a claim holds without renewal: the longest a dead delivery blocks a retry.
@@ -73,8 +75,6 @@ class LeaseKeeper:
 
     @staticmethod
     def _renew(holders: dict[str, str]) -> None:
-        from .models import Receipt
-
         try:
             renewed = Receipt.objects.renew(holders, LEASE)
             if renewed < len(holders):

@@ -4,21 +4,22 @@ Only the rate limits and retry settings are managed (see :func:`desired_fields`)
 of a queue, its state included, is left as it is: a paused queue stays paused. A queue is
 never deleted, because Cloud Tasks would then keep its name locked for days. Nothing here
 prints; every API failure becomes a :class:`ProvisioningError` that names the queue and
-says what to do.
+says what to do. Calls are retried for ``enqueue_timeout`` (``api.patient``).
 """
 
 from __future__ import annotations
 
 import datetime
+import enum
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .client import get_client
-from .conf import QueueSettings
-from .exceptions import CloudTasksError
-from .scheduler_job import Change
+from ..conf import QueueSettings
+from ..exceptions import ProvisioningError
+from . import api
+from .client import tasks_client
 
 # The queue's own attempt limit is off. django-q's Q_CLUSTER["max_attempts"] decides when a
 # failing task stops: the receiver answers 2xx "failed" once the task's attempt count
@@ -33,6 +34,15 @@ DURATIONS = frozenset(
 )
 # Durations come back rounded: to the nanosecond by the API, to the microsecond by Python.
 TOLERANCE = 1e-6
+
+
+class Change(enum.Enum):
+    """What setting up a resource in Google Cloud did to it: a queue here, the Cloud
+    Scheduler job in scheduler_job.py."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
 
 
 @dataclass(frozen=True)
@@ -59,14 +69,6 @@ class QueueResult:
     action: Change
     differences: tuple[Difference, ...]
     paused: bool
-
-
-class ProvisioningError(CloudTasksError):
-    """Cloud Tasks refused, did not answer, or did not keep what was asked."""
-
-    def __init__(self, message: str, *, queue_path: str) -> None:
-        super().__init__(message)
-        self.queue_path = queue_path
 
 
 def desired_fields(qs: QueueSettings) -> dict[str, float]:
@@ -96,7 +98,7 @@ def queues_of(clusters: Iterable[QueueSettings]) -> list[QueueSettings]:
                 f"Clusters {first.cluster!r} and {qs.cluster!r} share the queue "
                 f"{qs.queue_path} but want different queue_options: give them the same "
                 "options, or each its own queue.",
-                queue_path=qs.queue_path,
+                resource=qs.queue_path,
             )
     return list(chosen.values())
 
@@ -121,7 +123,7 @@ def provision(qs: QueueSettings, *, dry_run: bool = False) -> QueueResult:
 
 def _read(qs: QueueSettings) -> Any | None:
     """The queue as Cloud Tasks has it; None if it does not exist."""
-    from google.api_core import exceptions
+    from google.api_core import exceptions  # see api.py's docstring
 
     try:
         return _call(qs, "read", "get_queue", name=qs.queue_path)
@@ -157,7 +159,7 @@ def _check_kept(qs: QueueSettings, queue: Any, desired: dict[str, float]) -> Non
             f"Cloud Tasks did not keep the settings of queue {qs.queue_path} (what it has "
             f"-> what was asked): {'; '.join(map(str, changed))}. "
             'Choose values it accepts in Q_CLUSTER["cloud_tasks"]["queue_options"].',
-            queue_path=qs.queue_path,
+            resource=qs.queue_path,
         )
 
 
@@ -182,52 +184,28 @@ def _value(queue: Any, path: str) -> float:
     return value.total_seconds() if isinstance(value, datetime.timedelta) else float(value)
 
 
-def _queue(qs: QueueSettings, desired: dict[str, float]) -> Any:
-    from google.cloud import tasks_v2
-
-    sections: dict[str, dict[str, Any]] = {}
+def _queue(qs: QueueSettings, desired: dict[str, float]) -> dict[str, Any]:
+    sections: dict[str, Any] = {"name": qs.queue_path}
     for path, value in desired.items():
         section, name = path.split(".")
         sections.setdefault(section, {})[name] = (
             datetime.timedelta(seconds=value) if path in DURATIONS else value
         )
-    return tasks_v2.Queue(name=qs.queue_path, **sections)
+    return sections
 
 
 def _call(qs: QueueSettings, verb: str, method: str, **request: Any) -> Any:
-    """One API call; transient errors are retried for up to ``enqueue_timeout`` seconds."""
-    from google.api_core import exceptions, retry
-
+    """One API call, retried for ``enqueue_timeout`` seconds."""
+    budget = api.patient(qs.enqueue_timeout)
     try:
-        return getattr(get_client(qs.emulator_host), method)(
-            **request, retry=retry.Retry(timeout=qs.enqueue_timeout), timeout=qs.enqueue_timeout
+        return api.call(getattr(tasks_client(qs.emulator_host), method), budget, **request)
+    except api.failures() as error:
+        hint = api.explain(
+            error,
+            qs,
+            budget,
+            needs="roles/cloudtasks.queueAdmin (a dry run, roles/cloudtasks.viewer)",
         )
-    except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
-        cause = error.cause if isinstance(error, exceptions.RetryError) and error.cause else error
-        said = str(getattr(cause, "message", None) or cause).rstrip(".")
-        message = f"Could not {verb} Cloud Tasks queue {qs.queue_path}: {said}."
-        hint = _hint(qs, cause)
         raise ProvisioningError(
-            f"{message} {hint}" if hint else message, queue_path=qs.queue_path
-        ) from cause
-
-
-def _hint(qs: QueueSettings, error: BaseException) -> str:
-    from google.api_core import exceptions
-
-    if isinstance(error, exceptions.PermissionDenied):
-        return (
-            "Creating and updating queues needs roles/cloudtasks.queueAdmin (a dry run, "
-            "roles/cloudtasks.viewer), and the Cloud Tasks API enabled: "
-            "gcloud services enable cloudtasks.googleapis.com"
-        )
-    if isinstance(error, exceptions.FailedPrecondition):
-        return (
-            "If a queue of this name was deleted lately, Cloud Tasks keeps the name for up "
-            'to 7 days: wait, or set Q_CLUSTER["cloud_tasks"]["queue"] to another name.'
-        )
-    if isinstance(error, (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded)):
-        if qs.emulator_host:
-            return f"Is the emulator at {qs.emulator_host} running?"
-        return f"Cloud Tasks did not answer within {qs.enqueue_timeout:g} s; try again."
-    return ""
+            f"Could not {verb} Cloud Tasks queue {qs.queue_path}: {hint}", resource=qs.queue_path
+        ) from error

@@ -200,7 +200,7 @@ def test_a_remembered_token_is_refused_once_it_expires(
 
 
 def test_new_certificates_mean_a_new_check(deliver, signing_key, signature_checks):
-    from django_q_cloudtasks.auth import certificates
+    from django_q_cloudtasks.receiver.auth import certificates
 
     token = signing_key.token()
     assert deliver(make_task("math.floor", 1.5), token=token).status_code == 200
@@ -215,7 +215,7 @@ def test_new_certificates_mean_a_new_check(deliver, signing_key, signature_check
 @pytest.fixture
 def own_certs_server(configure, signing_key):
     """A certificate endpoint of this test's own, which the test may take down."""
-    from django_q_cloudtasks.auth import certificates
+    from django_q_cloudtasks.receiver.auth import certificates
 
     server = CertsServer([signing_key]).start()
     configure(certs_url=server.url, verify_token=True)
@@ -229,7 +229,7 @@ def test_an_unknown_key_id_while_the_endpoint_is_down_keeps_the_certificates(
 ):
     """A caller with no token of its own sends a made-up key id while Google's endpoint is
     unreachable: it is refused, and valid deliveries still verify against the cache."""
-    from django_q_cloudtasks import auth
+    from django_q_cloudtasks.receiver import auth
 
     assert deliver(make_task("math.floor", 1.5)).status_code == 200  # certificates cached
     monkeypatch.setattr(auth, "MIN_REFRESH_INTERVAL", 0.0)  # the refresh is due

@@ -25,11 +25,10 @@ from django.db import router, transaction
 from django.urls import Resolver404, resolve
 from django.utils import timezone
 
-from . import payloads
+from .. import payloads, wire
+from ..exceptions import DeliveryError
+from ..models import DeadLetter
 from .delivery import Delivery, Result, take_task, take_wake_up
-from .models import DeadLetter
-from .packages import CONTENT_TYPE
-from .scheduling import WAKE_UP_CONTENT_TYPE
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -43,9 +42,10 @@ ENDPOINTS: dict[str, Callable[[Delivery], Result]] = {
 def keep(path: str, delivery: Delivery, reason: str) -> DeadLetter:
     """Keep a rejected delivery, with its body and what Cloud Tasks said of it."""
     body, content_type = delivery.body, delivery.content_type
-    if content_type == payloads.REFERENCE_CONTENT_TYPE:
-        with contextlib.suppress(payloads.PayloadError):  # else the reference as it came
-            body, content_type = payloads.load(body).encode(), CONTENT_TYPE
+    if content_type == wire.REFERENCE_CONTENT_TYPE:
+        with contextlib.suppress(DeliveryError):  # else the reference as it came
+            body = payloads.load(wire.read_reference(body)).encode()
+            content_type = wire.PACKAGE_CONTENT_TYPE
     letter = DeadLetter.objects.create(
         received=timezone.now(),
         path=path[:200],
@@ -124,4 +124,4 @@ def _endpoint(letter: DeadLetter) -> Callable[[Delivery], Result]:
         take = ENDPOINTS.get(resolve(letter.path).view_name)
         if take is not None:
             return take
-    return take_wake_up if letter.content_type == WAKE_UP_CONTENT_TYPE else take_task
+    return take_wake_up if letter.content_type == wire.WAKE_UP_CONTENT_TYPE else take_task

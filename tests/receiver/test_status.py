@@ -28,9 +28,9 @@ from django_q.signing import SignedPackage
 from django_q.status import Stat
 from django_q.tasks import async_task
 
-from django_q_cloudtasks import instances
 from django_q_cloudtasks.broker import CloudTasksBroker
-from django_q_cloudtasks.instances import Publisher, ReceiverStatus, publisher
+from django_q_cloudtasks.receiver import status as receiver_status
+from django_q_cloudtasks.receiver.status import Publisher, ReceiverStatus, publisher
 from tests.conftest import wait_for
 from tests.support.packages import make_task
 
@@ -56,7 +56,7 @@ def fresh_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TERM", "xterm-256color")
     forget_receivers()
     publisher.reset()
-    CloudTasksBroker._stats.clear()
+    CloudTasksBroker.forget_stats()
     yield
     forget_receivers()
 
@@ -73,7 +73,7 @@ def settled_row(finished: int) -> ReceiverStatus:
     a thread, up to ``WRITE_EVERY`` after the change."""
     wait_for(
         lambda: [(row.finished, row.task_q_size) for row in Stat.get_all()] == [(finished, 0)],
-        timeout=5 * instances.WRITE_EVERY,
+        timeout=5 * receiver_status.WRITE_EVERY,
     )
     return only_row()
 
@@ -117,7 +117,7 @@ def test_a_delivered_task_leaves_a_row_for_its_process(deliver):
 
 
 def test_the_row_lasts_ttl_seconds_after_the_last_task(deliver, monkeypatch):
-    monkeypatch.setattr(instances, "TTL", 1)
+    monkeypatch.setattr(receiver_status, "TTL", 1)
     deliver(make_task("math.copysign", 2, -2))
     assert settled_row(finished=1)
     wait_for(lambda: Stat.get_all() == [], timeout=5)
@@ -197,12 +197,12 @@ def test_a_busy_process_writes_at_most_once_a_second_and_its_last_within_a_secon
         churn.join()
         finished = own.status().finished
     ended = time.monotonic()
-    wait_for(lambda: writes[-1][1].task_q_size == 0, timeout=5 * instances.WRITE_EVERY)
+    wait_for(lambda: writes[-1][1].task_q_size == 0, timeout=5 * receiver_status.WRITE_EVERY)
     assert writes[-1][1].finished == finished + 1
-    assert writes[-1][0] - ended <= instances.WRITE_EVERY + 0.5  # a sleep, and one write
+    assert writes[-1][0] - ended <= receiver_status.WRITE_EVERY + 0.5  # a sleep, and one write
     times = [at for at, _ in writes]  # while busy: at 0 s, 1 s, 2 s; then the last
     assert len(times) >= 3, times
-    assert all(later - earlier >= instances.WRITE_EVERY for earlier, later in pairwise(times))
+    assert all(later - earlier >= receiver_status.WRITE_EVERY for earlier, later in pairwise(times))
 
 
 def test_no_write_happens_in_a_task_s_own_thread(writes, monkeypatch):
@@ -249,9 +249,9 @@ def test_a_row_a_concurrent_write_drops_from_the_list_is_listed_again(monkeypatc
 
 
 def test_a_long_task_keeps_its_row_alive(monkeypatch):
-    monkeypatch.setattr(instances, "TTL", 1)
-    monkeypatch.setattr(instances, "KEEP_ALIVE", 0.3)
-    monkeypatch.setattr(instances, "WRITE_EVERY", 0.1)
+    monkeypatch.setattr(receiver_status, "TTL", 1)
+    monkeypatch.setattr(receiver_status, "KEEP_ALIVE", 0.3)
+    monkeypatch.setattr(receiver_status, "WRITE_EVERY", 0.1)
     own = Publisher()
     with own.in_flight():
         time.sleep(2)  # twice the TTL
@@ -263,7 +263,7 @@ def test_a_cache_that_fails_never_fails_a_task_and_is_logged_once(deliver, monke
         raise ConnectionError("Redis is down")
 
     monkeypatch.setattr(Broker, "set_stat", broken)
-    monkeypatch.setattr(instances, "WRITE_EVERY", 0.05)
+    monkeypatch.setattr(receiver_status, "WRITE_EVERY", 0.05)
     with caplog.at_level(logging.WARNING, logger="django_q_cloudtasks"):
         for _ in range(3):
             response = deliver(make_task("math.copysign", 2, -2))

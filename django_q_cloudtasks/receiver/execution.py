@@ -23,11 +23,16 @@ from typing import Any
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.models import Success, Task
+from django_q.monitor import monitor
+from django_q.worker import worker
 
-from .conf import QueueSettings, queue_settings
-from .instances import publisher
+from ..broker import CloudTasksBroker
+from ..conf import QueueSettings, queue_settings
+from ..models import Claim, Receipt
 from .leases import LEASE, keeper
-from .models import Claim, Receipt
+from .status import publisher
 
 
 class Verdict(enum.Enum):
@@ -108,14 +113,6 @@ def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
 
 
 def _run(task: dict[str, Any], queue: QueueSettings) -> None:
-    from django_q.monitor import monitor
-    from django_q.worker import worker
-
-    from .broker import CloudTasksBroker
-
-    django_q_logger = logging.getLogger("django-q")
-    if _quiet_django_q not in django_q_logger.filters:
-        django_q_logger.addFilter(_quiet_django_q)
     results = _Mailbox()
     worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
     # The worker puts the same dict it was given, now holding the result.
@@ -132,7 +129,11 @@ class _QuietDjangoQ(logging.Filter):
         return record.levelno >= logging.WARNING or getattr(_running, "saves", None) is None
 
 
-_quiet_django_q = _QuietDjangoQ()
+def quiet_django_q() -> None:
+    """Drop django-q's INFO lines about each task the receiver runs (at start-up: apps.py)."""
+    django_q_logger = logging.getLogger("django-q")
+    if not any(isinstance(f, _QuietDjangoQ) for f in django_q_logger.filters):
+        django_q_logger.addFilter(_QuietDjangoQ())
 
 
 def _judge(
@@ -140,9 +141,6 @@ def _judge(
 ) -> Outcome:
     """Whether Cloud Tasks is done with the task, from the result django-q just stored:
     ``saved``, the row as this thread saved it, if it did."""
-    from django_q.conf import Conf
-    from django_q.models import Task
-
     task_id, success = task["id"], bool(task["success"])
     must_save = not task.get("cached") and (not success or task.get("save", Conf.SAVE_LIMIT >= 0))
     if must_save and (saved is None or saved.success != success):
@@ -193,8 +191,6 @@ def _note_save(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 def _succeeded_before(task_id: str) -> bool:
     """A delivery that died after saving its Success row must not run the task again."""
-    from django_q.models import Success
-
     return bool(Success.objects.filter(id=task_id).exists())
 
 

@@ -1,0 +1,251 @@
+"""Each cluster's Cloud Tasks queue, read and steered: what the admin's queues page,
+``cloudtasks_monitor`` and the broker's ``queue_size()``, ``lock_size()`` and ``ping()``
+show, and the pause, resume and purge they do.
+
+Every call takes one attempt (``api.AT_ONCE``): a screen shows an unreachable queue at
+once, and reading a queue takes at most three calls, within 15 s. Every failure becomes a
+:class:`QueueUnavailable` that says which queue, why, and what to do, so that a screen can
+show it beside the queues that did answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from .. import wire
+from ..conf import QueueSettings
+from ..delays import EARLY_TOLERANCE
+from ..exceptions import BadBody, CodeMissing, QueueUnavailable
+from . import api
+from .client import tasks_beta_client, tasks_client
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+# List and Get calls share a quota of 600 a minute per region: a screen reads one page.
+DEFAULT_LIMIT = 100
+VIEWER = "roles/cloudtasks.viewer"
+ADMIN = "roles/cloudtasks.queueAdmin"
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Cloud Tasks' own statistics of a queue (v2beta3), estimates by Google's account."""
+
+    tasks: int
+    oldest_arrival: datetime | None
+    executed_last_minute: int | None
+    running: int | None
+    effective_rate: float | None
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue as Cloud Tasks holds it: state, limits and retry settings, statistics."""
+
+    settings: QueueSettings
+    state: str  # RUNNING, PAUSED or DISABLED
+    max_dispatches_per_second: float
+    max_burst_size: int
+    max_concurrent_dispatches: int
+    max_attempts: int
+    min_backoff: float
+    max_backoff: float
+    max_doublings: int
+    max_retry_duration: float
+    stats: QueueStats | None
+
+    @property
+    def paused(self) -> bool:
+        return self.state == "PAUSED"
+
+
+@dataclass(frozen=True)
+class WaitingTask:
+    """A task waiting in a queue, named after the django-q task it carries."""
+
+    task_id: str  # the Cloud Task id: the django-q id, or a hop's or wake-up's name
+    kind: str  # "task", "wake-up" or "unreadable"
+    name: str
+    func: str
+    schedule_time: datetime | None
+    # Due later than EARLY_TOLERANCE from now: "Run now" runs it ahead of its time.
+    ahead: bool
+    dispatch_count: int
+    response_count: int
+    last_response: str | None
+    last_attempt_time: datetime | None
+
+
+def inspect(qs: QueueSettings) -> QueueInfo:
+    """The queue with its statistics; an emulator without them gets a count of its tasks."""
+    from google.api_core import exceptions  # see api.py's docstring
+
+    try:
+        queue = _call(
+            qs,
+            "read",
+            "get_queue",
+            beta=True,
+            request={"name": qs.queue_path, "read_mask": {"paths": ["*", "stats"]}},
+        )
+        stats = _stats(queue.stats)
+    except QueueUnavailable as error:
+        if not isinstance(error.__cause__, exceptions.MethodNotImplemented):
+            raise
+        queue = _call(qs, "read", "get_queue", name=qs.queue_path)
+        stats = QueueStats(len(_list_tasks(qs, limit=None)), None, None, None, None)
+    rate, retry = queue.rate_limits, queue.retry_config
+    return QueueInfo(
+        settings=qs,
+        state=type(queue).State(queue.state).name,
+        max_dispatches_per_second=rate.max_dispatches_per_second,
+        max_burst_size=rate.max_burst_size,
+        max_concurrent_dispatches=rate.max_concurrent_dispatches,
+        max_attempts=retry.max_attempts,
+        min_backoff=_seconds(retry.min_backoff),
+        max_backoff=_seconds(retry.max_backoff),
+        max_doublings=retry.max_doublings,
+        max_retry_duration=_seconds(retry.max_retry_duration),
+        stats=stats,
+    )
+
+
+def check(qs: QueueSettings) -> None:
+    """Read the queue once (GetQueue): raises QueueUnavailable unless Cloud Tasks answers."""
+    _call(qs, "read", "get_queue", name=qs.queue_path)
+
+
+def waiting_tasks(qs: QueueSettings, *, limit: int | None = DEFAULT_LIMIT) -> list[WaitingTask]:
+    """The queue's tasks, soonest first, at most ``limit`` (None: all of them)."""
+    listed = _list_tasks(qs, limit=limit, full=True)
+    described = [_describe(qs, task, timezone.now()) for task in listed]
+    return sorted(described, key=lambda task: (task.schedule_time is None, task.schedule_time))
+
+
+def pause(qs: QueueSettings) -> None:
+    """Stop dispatching; tasks can still be enqueued and wait until the queue resumes."""
+    _call(qs, "pause", "pause_queue", name=qs.queue_path)
+
+
+def resume(qs: QueueSettings) -> None:
+    _call(qs, "resume", "resume_queue", name=qs.queue_path)
+
+
+def purge(qs: QueueSettings) -> bool:
+    """Delete every task of the queue (Cloud Tasks does it within a minute); False if there
+    is no such queue, which has nothing to purge either."""
+    from google.api_core import exceptions  # see api.py's docstring
+
+    try:
+        _call(qs, "purge", "purge_queue", name=qs.queue_path)
+    except QueueUnavailable as error:
+        if isinstance(error.__cause__, exceptions.NotFound):
+            return False
+        raise
+    return True
+
+
+def _list_tasks(qs: QueueSettings, *, limit: int | None, full: bool = False) -> list[Any]:
+    """The queue's Cloud Tasks, at most ``limit``; ``full``: with their bodies."""
+    request: dict[str, Any] = {"parent": qs.queue_path}
+    if full:
+        request["response_view"] = "FULL"
+    if limit is not None:
+        request["page_size"] = limit
+    pager = _call(qs, "list the tasks of", "list_tasks", request=request)
+    listed = []
+    try:
+        for task in pager:  # further pages are further calls
+            listed.append(task)
+            if limit is not None and len(listed) >= limit:
+                break
+    except api.failures() as error:
+        raise _unavailable(qs, "list the tasks of", error) from error
+    return listed
+
+
+def _call(qs: QueueSettings, verb: str, method: str, *, beta: bool = False, **request: Any) -> Any:
+    """``method`` of the v2 client (``beta``: v2beta3), under the one policy."""
+    try:
+        client = (tasks_beta_client if beta else tasks_client)(qs.emulator_host)
+        return api.call(getattr(client, method), api.AT_ONCE, **request)
+    except api.failures() as error:
+        raise _unavailable(qs, verb, error) from error
+
+
+def _unavailable(qs: QueueSettings, verb: str, error: BaseException) -> QueueUnavailable:
+    needs = VIEWER if verb in ("read", "list the tasks of") else ADMIN
+    return QueueUnavailable(
+        f"Could not {verb} queue {qs.queue_path}: "
+        + api.explain(error, qs, api.AT_ONCE, needs=needs)
+    )
+
+
+def _stats(stats: Any) -> QueueStats:
+    oldest = stats.oldest_estimated_arrival_time
+    return QueueStats(
+        tasks=stats.tasks_count,
+        oldest_arrival=oldest if oldest and oldest.timestamp() > 0 else None,
+        executed_last_minute=stats.executed_last_minute_count,
+        running=stats.concurrent_dispatches_count,
+        effective_rate=stats.effective_execution_rate,
+    )
+
+
+def _describe(qs: QueueSettings, task: Any, now: datetime) -> WaitingTask:
+    kind, name, func = _contents(qs, task.http_request)
+    last = task.last_attempt if "last_attempt" in task else None
+    schedule_time = task.schedule_time or None
+    return WaitingTask(
+        task_id=task.name.rsplit("/", 1)[-1],
+        kind=kind,
+        name=name,
+        func=func,
+        schedule_time=schedule_time,
+        ahead=schedule_time is not None and schedule_time - now > EARLY_TOLERANCE,
+        dispatch_count=task.dispatch_count,
+        response_count=task.response_count,
+        last_response=_response(last.response_status) if last else None,
+        last_attempt_time=(last.dispatch_time or None) if last else None,
+    )
+
+
+def _contents(qs: QueueSettings, http_request: Any) -> tuple[str, str, str]:
+    """What a task carries: a django-q task, a schedule's wake-up, or something unreadable.
+    A big task is named by its reference: its package, megabytes, stays in the database."""
+    body, content_type = http_request.body, http_request.headers.get("Content-Type")
+    try:
+        if http_request.url == qs.schedule_url:
+            schedule_id, slot = wire.read_wake_up(body)
+            return "wake-up", f"schedule {schedule_id}", f"slot {slot.isoformat()}"
+        if content_type == wire.REFERENCE_CONTENT_TYPE:
+            reference = wire.read_reference(body)
+            return (
+                "task",
+                reference.name or reference.task_id,
+                reference.func or ("(its package is kept in the database)"),
+            )
+        if content_type != wire.PACKAGE_CONTENT_TYPE:
+            return "unreadable", "", f"content type {content_type!r}"
+        task = wire.read_package(body)
+        return "task", str(task["name"]), wire.func_name(task)
+    except (BadBody, CodeMissing) as error:
+        return "unreadable", "", str(error)
+
+
+def _response(status: Any) -> str:
+    import grpc  # loaded with the client library already
+
+    if status.code == 0:
+        return "OK"
+    names = {code.value[0]: code.name for code in grpc.StatusCode}
+    return str(status.message or names.get(status.code, status.code))
+
+
+def _seconds(duration: Any) -> float:
+    return duration.total_seconds() if duration else 0.0

@@ -1,0 +1,111 @@
+"""Cloud Tasks' tasks: created (every task, hop and wake-up this package sends), deleted and
+run now, through the one policy of ``api.py``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from ..conf import QueueSettings
+from ..exceptions import EnqueueError, QueueUnavailable
+from . import api
+from .client import tasks_client
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+ENQUEUER = "roles/cloudtasks.enqueuer on the queue"
+ADMIN = "roles/cloudtasks.queueAdmin"
+
+
+def create_http_task(
+    qs: QueueSettings,
+    *,
+    name: str,
+    url: str,
+    body: bytes,
+    content_type: str,
+    deadline: int,
+    schedule_time: datetime | None = None,
+    task_id: str | None = None,
+) -> bool:
+    """Create one named HTTP task in ``qs``'s queue, signed with its OIDC identity.
+
+    Failures that pass are retried for ``enqueue_timeout``: safely, since the task is
+    named. Returns False when a task of that name exists already, which counts as done:
+    an earlier attempt, or a concurrent caller, created it. ``task_id``, the django-q task
+    the Cloud Task is for (default: ``name``), is what an error names.
+    """
+    from google.api_core import exceptions  # see api.py's docstring
+
+    http_request: dict[str, Any] = {
+        "http_method": "POST",
+        "url": url,
+        "headers": {"Content-Type": content_type},
+        "body": body,
+    }
+    if qs.service_account_email:
+        http_request["oidc_token"] = {
+            "service_account_email": qs.service_account_email,
+            "audience": qs.audience,
+        }
+    cloud_task: dict[str, Any] = {
+        "name": qs.task_path(name),
+        "http_request": http_request,
+        "dispatch_deadline": {"seconds": deadline},
+    }
+    if schedule_time is not None:
+        cloud_task["schedule_time"] = schedule_time
+    budget = api.patient(qs.enqueue_timeout)
+    try:
+        api.call(
+            tasks_client(qs.emulator_host).create_task,
+            budget,
+            parent=qs.queue_path,
+            task=cloud_task,
+        )
+    except exceptions.AlreadyExists:
+        logger.debug("Task %s already exists in %s", name, qs.queue_path)
+        return False
+    except api.failures() as error:
+        needs = ENQUEUER + (
+            f" and roles/iam.serviceAccountUser on {qs.service_account_email}"
+            if qs.service_account_email
+            else ""
+        )
+        raise EnqueueError(
+            f"Could not enqueue task {task_id or name} to Cloud Tasks queue {qs.queue_path}: "
+            + api.explain(error, qs, budget, needs=needs),
+            queue_path=qs.queue_path,
+            task_id=task_id or name,
+        ) from error
+    return True
+
+
+def delete_task(qs: QueueSettings, task_id: str) -> bool:
+    """Delete a waiting task; False if it was gone (it ran, or was deleted)."""
+    return _on_task(qs, "delete a task of", "delete_task", task_id)
+
+
+def run_task(qs: QueueSettings, task_id: str) -> bool:
+    """Dispatch a waiting task now, even from a paused queue; False if it was gone. Never
+    retried: a second attempt could deliver it twice."""
+    return _on_task(qs, "run a task of", "run_task", task_id)
+
+
+def _on_task(qs: QueueSettings, verb: str, method: str, task_id: str) -> bool:
+    from google.api_core import exceptions  # see api.py's docstring
+
+    try:
+        api.call(
+            getattr(tasks_client(qs.emulator_host), method), api.AT_ONCE, name=qs.task_path(task_id)
+        )
+    except exceptions.NotFound:
+        # A screen a moment old often asks for a task that is gone: not a queue to create.
+        return False
+    except api.failures() as error:
+        raise QueueUnavailable(
+            f"Could not {verb} queue {qs.queue_path}: "
+            + api.explain(error, qs, api.AT_ONCE, needs=ADMIN)
+        ) from error
+    return True

@@ -1,0 +1,50 @@
+"""Tasks run now or deleted (``gcp/tasks.py``): the admin's "Run now" and "Delete", and the
+broker's delete(), against the built-in emulator."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django_q.tasks import async_task
+
+from django_q_cloudtasks.broker import CloudTasksBroker
+from django_q_cloudtasks.conf import queue_settings
+from django_q_cloudtasks.gcp import queue_admin, tasks
+from django_q_cloudtasks.models import Payload
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_run_now_dispatches_a_task_of_a_paused_queue(paused_cloud_tasks, target):
+    target.answer(500)
+    task_id = async_task("tests.project.tasks.echo", 1)
+    qs = queue_settings()
+    assert tasks.run_task(qs, task_id) is True
+    wait_for(lambda: queue_admin.waiting_tasks(qs)[0].response_count == 1)
+    (task,) = queue_admin.waiting_tasks(qs)  # answered 500: it waits for its retry
+    assert (task.dispatch_count, task.last_response) == (1, "HTTP status code 500")
+    assert task.last_attempt_time is not None
+    assert len(target.deliveries) == 1
+    assert queue_admin.inspect(qs).paused
+
+
+def test_run_now_of_a_task_that_is_gone_returns_false(paused_cloud_tasks):
+    assert tasks.run_task(queue_settings(), "no-such-task") is False
+
+
+def test_deleting_a_task_sent_by_reference_discards_its_payload(paused_cloud_tasks):
+    """The admin's Delete and the broker's delete() are one."""
+    task_id = async_task("tests.project.tasks.digest", os.urandom(1_100_000))
+    assert Payload.objects.filter(task_id=task_id).exists()
+    assert CloudTasksBroker().delete(task_id) is True
+    assert paused_cloud_tasks.tasks() == []
+    assert not Payload.objects.filter(task_id=task_id).exists()
+
+
+def test_delete_of_a_task_that_is_gone_returns_false(paused_cloud_tasks):
+    task_id = async_task("tests.project.tasks.echo", 1)
+    qs = queue_settings()
+    assert tasks.delete_task(qs, task_id) is True
+    assert tasks.delete_task(qs, task_id) is False
