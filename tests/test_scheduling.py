@@ -19,7 +19,6 @@ from django.utils import timezone
 from django_q.models import Failure, Schedule
 from django_q.signing import SignedPackage
 
-from django_q_cloudtasks import scheduling
 from django_q_cloudtasks.exceptions import BadWakeUp
 from django_q_cloudtasks.scheduling import Fired, Slot, fire, next_slot, tick
 from tests.support.crashes import fire_killed_before_commit
