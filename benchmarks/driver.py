@@ -202,7 +202,7 @@ def overhead(count: int, block: int) -> dict[str, Any]:
     from django_q.signing import SignedPackage
 
     from django_q_cloudtasks.conf import queue_settings
-    from django_q_cloudtasks.wire import CONTENT_TYPE
+    from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE
 
     queue = queue_settings()
     emulator = _in_process_emulator()
@@ -225,13 +225,13 @@ def overhead(count: int, block: int) -> dict[str, Any]:
         return client.post(
             "/_tasks/",
             body,
-            content_type=CONTENT_TYPE,
+            content_type=PACKAGE_CONTENT_TYPE,
             HTTP_AUTHORIZATION=f"Bearer {token}",
             HTTP_X_CLOUDTASKS_TASKRETRYCOUNT="0",
         )
 
     def bare(body: bytes) -> Any:
-        return client.post("/bare/", body, content_type=CONTENT_TYPE)
+        return client.post("/bare/", body, content_type=PACKAGE_CONTENT_TYPE)
 
     views = {"receiver": receiver, "bare": bare}
     for view in views.values():  # warm: imports, connections, certificates

@@ -19,7 +19,7 @@ from .conf import cluster_names, queue_settings
 from .exceptions import QueueUnavailable
 from .gcp import queue_admin
 from .models import Receipt
-from .receiver import status
+from .receiver import status as receiver_status
 
 # The span success and failure counts, run times and failing functions are taken over:
 # a minute at least, since it holds the minute the completion rate is counted over.
@@ -67,7 +67,7 @@ class QueueSnapshot:
 
 @dataclass(frozen=True)
 class Receiver:
-    """A process that ran tasks within ``status.TTL``."""
+    """A process that ran tasks within ``receiver_status.TTL``."""
 
     host: str
     instance_id: str
@@ -103,7 +103,7 @@ def snapshot(window: timedelta = DEFAULT_WINDOW, *, now: datetime | None = None)
                 finished=status.finished,
                 uptime=now - status.tob,
             )
-            for status in status.receivers()
+            for status in receiver_status.rows()
         )
     except Exception as error:  # the cache's own errors: any backend, any exception
         unavailable = f"Could not read the receivers from the cache: {error}"

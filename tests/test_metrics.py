@@ -17,8 +17,8 @@ from django_q.tasks import async_task
 from django_q_cloudtasks import async_task_after, metrics
 from django_q_cloudtasks.metrics import Receiver, percentile, result_figures
 from django_q_cloudtasks.models import Receipt
-from django_q_cloudtasks.receiver.status import ReceiverStatus
-from tests.receiver.test_status import forget_receivers
+from django_q_cloudtasks.receiver.status import row
+from tests.receiver.test_status import forget_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -208,11 +208,9 @@ def test_a_queue_that_cannot_be_read_keeps_its_results(
 
 
 def test_the_receivers_come_from_the_cache(paused_cloud_tasks):
-    forget_receivers()
+    forget_rows()
     started = timezone.now() - timedelta(hours=2)
-    status = ReceiverStatus(
-        "f" * 24 + "1a2b3c4d", host="web-1", tob=started, in_flight=2, finished=7
-    )
+    status = row("f" * 24 + "1a2b3c4d", host="web-1", tob=started, in_flight=2, finished=7)
     Broker().set_stat(Stat.get_key(status.cluster_id), SignedPackage.dumps(status, True), 60)
     snapshot = metrics.snapshot(now=started + timedelta(hours=1, minutes=2, seconds=3))
     assert snapshot.receivers_unavailable is None

@@ -32,7 +32,7 @@ from ..broker import CloudTasksBroker
 from ..conf import QueueSettings, queue_settings
 from ..models import Claim, Receipt
 from .leases import LEASE, keeper
-from .status import publisher
+from .status import writer
 
 
 class Verdict(enum.Enum):
@@ -100,7 +100,7 @@ def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
     with (
         _released_on_error(task_id, holder),
         keeper.holding(task_id, holder, until=timezone.now() + deadline),
-        publisher.in_flight(),  # qinfo and qmonitor count it (instances.py)
+        writer.in_flight(),  # qinfo and qmonitor count it (status.py)
         _watching_saves() as saved,
     ):
         _run(task, queue)

@@ -3,8 +3,10 @@ that ran tasks recently, as they list a cluster.
 
 django-q finds its clusters through status entries they keep in the Django cache
 (``Q_CLUSTER["cache"]``). No cluster runs here: the processes serving the receiver run
-the tasks, so each of them keeps such an entry, a :class:`ReceiverStatus`, while it runs
+the tasks, so each of them keeps such an entry, its *row* (:func:`row`), while it runs
 tasks and for ``TTL`` after its last one (nothing says when a Cloud Run instance is gone).
+A row is django-q's own ``Status``, marked as a receiver's: what the cache holds must
+unpickle in every process reading it, whatever revision of this package it runs.
 qmonitor's columns then read:
 
 - Host: the host name, with the Cloud Run revision (``K_REVISION``) in brackets if set;
@@ -54,26 +56,25 @@ KEEP_ALIVE = TTL / 3
 LIST_ATTEMPTS = 5
 
 
-class ReceiverStatus(Status):  # type: ignore[misc]
+def row(instance_id: str, *, host: str, tob: datetime, in_flight: int, finished: int) -> Status:
     """A process serving the receiver, in the shape django-q's monitors read a cluster in.
 
-    ``finished`` (tasks this process has run) is ours: qmonitor does not show it.
+    ``finished`` (tasks this process has run) and ``receiver`` (True) are ours: qmonitor
+    does not show them.
     """
-
-    def __init__(
-        self, instance_id: str, *, host: str, tob: datetime, in_flight: int, finished: int
-    ) -> None:
-        super().__init__(os.getpid(), instance_id)
-        self.host = host
-        self.workers = [self.pid]
-        self.tob = tob
-        self.task_q_size = in_flight
-        self.status = Conf.WORKING if in_flight else Conf.IDLE
-        self.finished = finished
+    status = Status(os.getpid(), instance_id)
+    status.host = host
+    status.workers = [status.pid]
+    status.tob = tob
+    status.task_q_size = in_flight
+    status.status = Conf.WORKING if in_flight else Conf.IDLE
+    status.finished = finished
+    status.receiver = True
+    return status
 
 
-class Publisher:
-    """Counts the tasks in flight in this process and keeps its ``ReceiverStatus`` current.
+class StatusWriter:
+    """Counts the tasks in flight in this process and keeps its row current.
 
     Requests only change the count, under a lock: the cache is never on a task's path. A
     background thread, alive while tasks run and for a moment after, writes the entry when
@@ -130,10 +131,10 @@ class Publisher:
                 self._write()
             time.sleep(WRITE_EVERY)
 
-    def status(self) -> ReceiverStatus:
-        """This process's entry, as it stands."""
+    def row(self) -> Status:
+        """This process's row, as it stands."""
         with self._lock:
-            return ReceiverStatus(
+            return row(
                 self._instance_id,
                 host=self._host,
                 tob=self._started,
@@ -146,7 +147,7 @@ class Publisher:
             with self._lock:
                 self._dirty = False  # a change from here on is in this write, or the next
                 self._written = time.monotonic()
-            status = self.status()
+            status = self.row()
             try:
                 _publish(status)
             except Exception as error:  # a monitor's view must never fail a task
@@ -160,7 +161,7 @@ class Publisher:
                     )
 
 
-def _publish(status: ReceiverStatus) -> None:
+def _publish(status: Status) -> None:
     """Write the entry, and make sure django-q lists it.
 
     django-q lists the entries in one cache key that each writer reads, extends and writes
@@ -180,10 +181,11 @@ def _publish(status: ReceiverStatus) -> None:
     raise RuntimeError(f"other processes kept rewriting the list of entries ({Conf.Q_STAT!r})")
 
 
-def receivers() -> list[ReceiverStatus]:
-    """The receiver processes that ran tasks within ``TTL``, as the cache lists them."""
+def rows() -> list[Status]:
+    """The rows of the receiver processes that ran tasks within ``TTL``, as the cache lists
+    them."""
     return [
-        status for status in Stat.get_all(broker=Broker()) if isinstance(status, ReceiverStatus)
+        status for status in Stat.get_all(broker=Broker()) if getattr(status, "receiver", False)
     ]
 
 
@@ -193,5 +195,5 @@ def _host() -> str:
     return f"{host} ({revision})" if revision else host
 
 
-publisher = Publisher()
-os.register_at_fork(after_in_child=publisher.reset)
+writer = StatusWriter()
+os.register_at_fork(after_in_child=writer.reset)

@@ -13,9 +13,10 @@ import pytest
 from django.core.management import call_command
 from django_q.conf import Conf
 from django_q.monitor_terminal import monitor
+from django_q.status import Status
 from django_q.tasks import async_task, result
 
-from django_q_cloudtasks.receiver.status import ReceiverStatus, receivers
+from django_q_cloudtasks.receiver.status import rows
 from tests.conftest import wait_for
 from tests.receiver.test_status import QMONITOR_WORKS, flat
 
@@ -50,10 +51,10 @@ def shared_cache(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
         client.delete(*keys)
 
 
-def two_rows(in_flight: int) -> list[ReceiverStatus] | None:
+def two_rows(in_flight: int) -> list[Status] | None:
     """The two workers' rows once each shows ``in_flight`` tasks."""
-    rows = receivers()
-    return rows if [row.task_q_size for row in rows] == [in_flight] * 2 else None
+    listed = rows()
+    return listed if [row.task_q_size for row in listed] == [in_flight] * 2 else None
 
 
 def test_qinfo_and_qmonitor_list_each_gunicorn_worker_running_tasks(

@@ -27,9 +27,9 @@ from django_q.tasks import async_task
 
 from django_q_cloudtasks import metrics
 from django_q_cloudtasks.management.commands.cloudtasks_monitor import layout
-from django_q_cloudtasks.receiver.status import Publisher, receivers
+from django_q_cloudtasks.receiver.status import StatusWriter, rows
 from tests.conftest import wait_for
-from tests.receiver.test_status import forget_receivers
+from tests.receiver.test_status import forget_rows
 from tests.test_metrics import ran
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,7 +54,7 @@ def now(paused_cloud_tasks, monkeypatch) -> datetime:
         async_task("math.floor", 1.5)
     at = arrived + timedelta(minutes=5, seconds=0.5)  # the age shown: 5m00s, not 4m59s
     monkeypatch.setattr(metrics, "timezone", types.SimpleNamespace(now=lambda: at))
-    forget_receivers()
+    forget_rows()
     return at
 
 
@@ -100,14 +100,14 @@ def test_an_unreachable_queue_shows_its_error_and_the_others_still_show(
 
 
 def test_once_lists_the_receivers(now):
-    publisher = Publisher()
-    with publisher.in_flight():
-        wait_for(receivers)
-        status = publisher.status()
-        rows = monitor_once()[-2:]
+    writer = StatusWriter()
+    with writer.in_flight():
+        wait_for(rows)
+        status = writer.row()
+        lines = monitor_once()[-2:]
     uptime = now - status.tob
-    assert rows[0].split() == ["Host", "Id", "PID", "In", "flight", "Done", "Up"]
-    assert rows[1].split() == [
+    assert lines[0].split() == ["Host", "Id", "PID", "In", "flight", "Done", "Up"]
+    assert lines[1].split() == [
         status.host,
         status.cluster_id[-8:],
         str(os.getpid()),

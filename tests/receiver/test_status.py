@@ -25,23 +25,23 @@ from django_q.brokers import Broker
 from django_q.conf import Conf
 from django_q.monitor_terminal import monitor
 from django_q.signing import SignedPackage
-from django_q.status import Stat
+from django_q.status import Stat, Status
 from django_q.tasks import async_task
 
 from django_q_cloudtasks.broker import CloudTasksBroker
 from django_q_cloudtasks.receiver import status as receiver_status
-from django_q_cloudtasks.receiver.status import Publisher, ReceiverStatus, publisher
+from django_q_cloudtasks.receiver.status import StatusWriter, writer
 from tests.conftest import wait_for
 from tests.support.packages import make_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def forget_receivers() -> None:
+def forget_rows() -> None:
     """Empty django-q's list of status entries, and only that: a shared Redis (DJQ_CACHE_URL)
     holds other test runs' keys too.
 
-    A publisher's thread writes for up to a second after its last task: every one is let
+    A writer's thread writes for up to a second after its last task: every one is let
     finish first, or its row would land in the emptied list.
     """
     for thread in threading.enumerate():
@@ -54,21 +54,21 @@ def forget_receivers() -> None:
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A process that ran nothing yet, and a cache that lists nothing; blessed gets a TERM."""
     monkeypatch.setenv("TERM", "xterm-256color")
-    forget_receivers()
-    publisher.reset()
+    forget_rows()
+    writer.reset()
     CloudTasksBroker.forget_stats()
     yield
-    forget_receivers()
+    forget_rows()
 
 
-def only_row() -> ReceiverStatus:
-    rows = Stat.get_all()
-    assert len(rows) == 1, rows
-    assert isinstance(rows[0], ReceiverStatus)
-    return rows[0]
+def only_row() -> Status:
+    listed = Stat.get_all()
+    assert len(listed) == 1, listed
+    assert listed[0].receiver is True
+    return listed[0]
 
 
-def settled_row(finished: int) -> ReceiverStatus:
+def settled_row(finished: int) -> Status:
     """The one row, once it shows ``finished`` tasks and none in flight: it is written from
     a thread, up to ``WRITE_EVERY`` after the change."""
     wait_for(
@@ -84,9 +84,9 @@ def flat(output: str) -> str:
 
 
 @pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, ReceiverStatus]]:
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, Status]]:
     """Every status written to the cache, with the time of the write."""
-    written: list[tuple[float, ReceiverStatus]] = []
+    written: list[tuple[float, Status]] = []
     set_stat = Broker.set_stat
 
     def spy(self: Broker, key: str, value: str, timeout: int) -> Any:
@@ -125,7 +125,7 @@ def test_the_row_lasts_ttl_seconds_after_the_last_task(deliver, monkeypatch):
 
 def test_the_host_names_the_cloud_run_revision(deliver, monkeypatch):
     monkeypatch.setenv("K_REVISION", "mysite-00042-abc")
-    publisher.reset()
+    writer.reset()
     deliver(make_task("math.copysign", 2, -2))
     assert settled_row(finished=1).host == f"{socket.gethostname()} (mysite-00042-abc)"
 
@@ -150,7 +150,7 @@ def test_a_running_task_shows_in_flight_until_it_ends(deliver, tmp_path):
 
 
 def test_threads_are_counted_exactly(writes):
-    own = Publisher()
+    own = StatusWriter()
     inside, leave = threading.Barrier(9), threading.Event()
 
     def task() -> None:
@@ -181,7 +181,7 @@ def test_threads_are_counted_exactly(writes):
 
 
 def test_a_busy_process_writes_at_most_once_a_second_and_its_last_within_a_second(writes):
-    own = Publisher()
+    own = StatusWriter()
     stop = threading.Event()
 
     def short_tasks() -> None:
@@ -195,7 +195,7 @@ def test_a_busy_process_writes_at_most_once_a_second_and_its_last_within_a_secon
         time.sleep(2.5)
         stop.set()
         churn.join()
-        finished = own.status().finished
+        finished = own.row().finished
     ended = time.monotonic()
     wait_for(lambda: writes[-1][1].task_q_size == 0, timeout=5 * receiver_status.WRITE_EVERY)
     assert writes[-1][1].finished == finished + 1
@@ -216,7 +216,7 @@ def test_no_write_happens_in_a_task_s_own_thread(writes, monkeypatch):
         return set_stat(self, key, value, timeout)
 
     monkeypatch.setattr(Broker, "set_stat", slow)
-    own = Publisher()
+    own = StatusWriter()
     started = time.monotonic()
     for _ in range(3):
         with own.in_flight():
@@ -241,10 +241,10 @@ def test_a_row_a_concurrent_write_drops_from_the_list_is_listed_again(monkeypatc
         return None
 
     monkeypatch.setattr(Broker, "set_stat", racing)
-    own = Publisher()
+    own = StatusWriter()
     with own.in_flight():
         pass
-    assert settled_row(finished=1).cluster_id == own.status().cluster_id
+    assert settled_row(finished=1).cluster_id == own.row().cluster_id
     assert races, "the race never happened"
 
 
@@ -252,7 +252,7 @@ def test_a_long_task_keeps_its_row_alive(monkeypatch):
     monkeypatch.setattr(receiver_status, "TTL", 1)
     monkeypatch.setattr(receiver_status, "KEEP_ALIVE", 0.3)
     monkeypatch.setattr(receiver_status, "WRITE_EVERY", 0.1)
-    own = Publisher()
+    own = StatusWriter()
     with own.in_flight():
         time.sleep(2)  # twice the TTL
         assert only_row().task_q_size == 1
@@ -269,7 +269,7 @@ def test_a_cache_that_fails_never_fails_a_task_and_is_logged_once(deliver, monke
             response = deliver(make_task("math.copysign", 2, -2))
             assert response.json()["status"] == "succeeded"
             time.sleep(0.2)  # each delivery's row written, and failed
-        wait_for(lambda: publisher._thread is None)
+        wait_for(lambda: writer._thread is None)
     warnings = [r.getMessage() for r in caplog.records if "receiver's status" in r.getMessage()]
     assert len(warnings) == 1
     assert "Redis is down" in warnings[0]
@@ -277,11 +277,11 @@ def test_a_cache_that_fails_never_fails_a_task_and_is_logged_once(deliver, monke
 
 def test_a_forked_child_starts_with_a_row_of_its_own():
     read, write = os.pipe()
-    with publisher.in_flight():
-        parent = publisher.status()
+    with writer.in_flight():
+        parent = writer.row()
         child = os.fork()
         if child == 0:  # the child: report its state, and leave at once
-            status = publisher.status()
+            status = writer.row()
             os.write(write, json.dumps([status.cluster_id, status.task_q_size]).encode())
             os._exit(0)
     os.close(write)
@@ -317,8 +317,8 @@ def test_qmonitor_shows_the_receiver_row(deliver, paused_cloud_tasks, capsys):
     capsys.readouterr()
     stats = monitor(run_once=True)
     screen = capsys.readouterr().out
-    assert [type(stat) for stat in stats] == [ReceiverStatus]
-    assert stats[0].cluster_id == publisher.status().cluster_id
+    assert [(type(stat), stat.receiver) for stat in stats] == [(Status, True)]
+    assert stats[0].cluster_id == writer.row().cluster_id
     assert stats[0].cluster_id[-8:] in screen
     assert socket.gethostname()[:8] in screen
     assert str(Conf.IDLE) in screen
