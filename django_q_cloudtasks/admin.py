@@ -242,7 +242,7 @@ class DeadLetterAdmin(RecordAdmin):
     @admin.action(description="Replay selected dead letters", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: models.QuerySet[DeadLetter]) -> None:
         """Each letter through the receiver again, oldest first, in this request
-        (``deadletters.py``)."""
+        (``receiver/deadletters.py``)."""
         oldest_first = queryset.order_by("received", "pk").values_list("pk", flat=True)
         for replayed in deadletters.replay_each(oldest_first):
             logger.info("%s, in the admin: %s", request.user.get_username(), replayed)

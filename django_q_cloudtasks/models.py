@@ -140,7 +140,7 @@ class DeadLetter(models.Model):
     """An authenticated delivery whose body this project cannot run: signed with a key it
     no longer has, naming code still missing after many deliveries, or not a task at all.
     Answered 2xx so that Cloud Tasks stops retrying; replayed once the cause is fixed
-    (``deadletters.py``). A by-reference delivery keeps its package itself."""
+    (``receiver/deadletters.py``). A by-reference delivery keeps its package itself."""
 
     received = models.DateTimeField(db_index=True)
     path = models.CharField(max_length=200)

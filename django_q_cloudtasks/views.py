@@ -1,4 +1,4 @@
-"""The endpoints Google calls, each only with a valid ID token (``auth.py``):
+"""The endpoints Google calls, each only with a valid ID token (``receiver/auth.py``):
 
 * ``receive``: Cloud Tasks POSTs each task here. In order, and each step only if the one
   before passed: authenticate the caller, verify the package's django-q signature
@@ -7,9 +7,9 @@
 * ``fire_schedule``: Cloud Tasks delivers a schedule's wake-up here at its slot.
 * ``tick``: Cloud Scheduler calls it every minute to plan the coming slots.
 
-What becomes of each delivery is decided in ``delivery.py``; here it is authenticated,
+What becomes of each delivery is decided in ``receiver/delivery.py``; here it is authenticated,
 answered and logged. An authenticated delivery whose body can never run (another key,
-not a task) is kept as a ``DeadLetter`` (``deadletters.py``) and answered 2xx: retrying
+not a task) is kept as a ``DeadLetter`` (``receiver/deadletters.py``) and answered 2xx: retrying
 could not change the answer. 429 and 503 are never used: Cloud Tasks slows the whole
 queue down for those.
 """

@@ -5,7 +5,7 @@ The views (``views.py``) authenticate the caller, then hand the delivery to
 answer; replaying a dead letter (``deadletters.py``) takes the same steps. A task:
 
 1. is read: a reference's package loaded from the database (``payloads.py``), and its
-   django-q signature verified before anything is unpickled (``packages.py``);
+   django-q signature verified before anything is unpickled (``wire.py``);
 2. runs with its cluster's settings, or the main cluster's when ``Q_CLUSTER`` does not
    define its cluster, as a qcluster started under that name does;
 3. is sent on to its next hop when its time has not come (``delays.py``), unless it was
