@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from django_q_cloudtasks.models import Claim, Receipt
 from django_q_cloudtasks.receiver import leases
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,8 +26,8 @@ def test_a_running_task_keeps_its_claim_past_the_first_lease(fast_renewals):
     keeper = leases.LeaseKeeper()
     Receipt.objects.claim("t1", "tests", "me", timedelta(seconds=1))
     with keeper.holding("t1", "me", until=timezone.now() + timedelta(minutes=5)):
-        threading.Event().wait(0.3)
-        assert lease_left("t1") > timedelta(seconds=25)
+        wait_for(lambda: lease_left("t1") > timedelta(seconds=25), timeout=10)
+        threading.Event().wait(1.2)  # past the first lease of 1 s, still held
         assert Receipt.objects.claim("t1", "tests", "another", leases.LEASE) is Claim.BUSY
 
 
