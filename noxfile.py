@@ -16,7 +16,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 TEST_DEPENDENCIES = nox.project.dependency_groups(PYPROJECT, "test")
-PACKAGE = ".[scheduler]"
+PACKAGE = ".[scheduler,jobs]"
 # Most of the suite's time is spent waiting on servers and clocks: four at a time keep two
 # cores busy.
 PARALLEL = ["--numprocesses", "4"]

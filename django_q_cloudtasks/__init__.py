@@ -4,19 +4,38 @@ Names are imported on first access, so that importing this package (as Django do
 every app in INSTALLED_APPS) reads no settings and loads no API client.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["CloudTasksBroker", "async_task_after"]
+# Each public name, and the module that holds it.
+_PUBLIC = {
+    "CloudTasksBroker": "broker",
+    "async_task_after": "broker",
+    "cancel": "cancellation",
+    "Cancellation": "cancellation",
+    "cancelled": "receiver.execution",
+    "TaskCancelled": "exceptions",
+}
+__all__ = [
+    "Cancellation",
+    "CloudTasksBroker",
+    "TaskCancelled",
+    "async_task_after",
+    "cancel",
+    "cancelled",
+]
 
 if TYPE_CHECKING:
     from .broker import CloudTasksBroker, async_task_after
+    from .cancellation import Cancellation, cancel
+    from .exceptions import TaskCancelled
+    from .receiver.execution import cancelled
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        # On first access, not at import: the broker needs Django's apps ready.
-        from . import broker
-
-        return getattr(broker, name)
+    if name in _PUBLIC:
+        # On first access, not at import: these modules need Django's apps ready.
+        module = importlib.import_module(f"{__name__}.{_PUBLIC[name]}")
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -116,7 +116,8 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
                 queue_path=qs.queue_path,
                 task_id=task_id,
             )
-        if len(body) > wire.MAX_TASK_BODY_BYTES:
+        # A job execution reads the package from the database (receiver/job_runner.py).
+        if len(body) > wire.MAX_TASK_BODY_BYTES or qs.runs_in_job:
             payloads.store(task_id, task)
             body = wire.reference(task_id, task, name=package["name"], func=wire.func_name(package))
             content_type = wire.REFERENCE_CONTENT_TYPE

@@ -5,6 +5,7 @@ Ids: ``django_q_cloudtasks.E0xx`` are errors (tasks would not run), ``W0xx`` war
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
@@ -62,6 +63,7 @@ def check_settings(
         *_check_sync(),
         *_check_timeouts(),
         *_check_emulator_host(),
+        *_check_jobs_extra(),
     ]
 
 
@@ -220,19 +222,48 @@ def _check_sync() -> list[CheckMessage]:
 
 
 def _check_timeouts() -> list[CheckMessage]:
-    # With no timeout, nothing stops a task before Cloud Tasks stops waiting for it.
-    return [
-        Warning(
-            f"Cluster {queue.cluster!r} has no timeout: Cloud Tasks waits "
-            f"{queue.deadline_for(None)} s (its dispatch deadline) for the answer, then "
-            "delivers the task again, and a task still running then is run a second time "
-            "once its claim runs out.",
-            hint=f'Set Q_CLUSTER["timeout"] (or the cluster\'s own) to the longest a task may '
-            f"run, at most {conf.MAX_DISPATCH_DEADLINE - conf.DISPATCH_MARGIN} s.",
-            id="django_q_cloudtasks.W007",
+    # With no timeout, nothing stops a task before Cloud Tasks stops waiting for it, or, in
+    # a job, before the job's own task timeout stops the execution.
+    messages: list[CheckMessage] = []
+    for queue in map(conf.queue_settings, conf.cluster_names()):
+        if queue.timeout is not None:
+            continue
+        if queue.runs_in_job:
+            problem = (
+                "its executions run with the Cloud Run job's own task timeout (10 minutes "
+                "unless the job sets another), which stops a task without a Failure row"
+            )
+            longest = conf.MAX_JOB_TIMEOUT - conf.JOB_MARGIN
+        else:
+            problem = (
+                f"Cloud Tasks waits {queue.deadline_for(None)} s (its dispatch deadline) for "
+                "the answer, then delivers the task again, and a task still running then is "
+                "run a second time once its claim runs out"
+            )
+            longest = conf.MAX_DISPATCH_DEADLINE - conf.DISPATCH_MARGIN
+        messages.append(
+            Warning(
+                f"Cluster {queue.cluster!r} has no timeout: {problem}.",
+                hint=f'Set Q_CLUSTER["timeout"] (or the cluster\'s own) to the longest a task '
+                f"may run, at most {longest} s.",
+                id="django_q_cloudtasks.W007",
+            )
         )
-        for queue in map(conf.queue_settings, conf.cluster_names())
-        if queue.timeout is None
+    return messages
+
+
+def _check_jobs_extra() -> list[CheckMessage]:
+    jobs = [q.cluster for q in map(conf.queue_settings, conf.cluster_names()) if q.runs_in_job]
+    if not jobs or importlib.util.find_spec("google.cloud.run_v2") is not None:
+        return []
+    return [
+        Error(
+            f"Cluster(s) {', '.join(map(repr, jobs))} run their tasks in a Cloud Run job, but "
+            "the Cloud Run client (google-cloud-run) is not installed: the receiver could not "
+            "start the executions.",
+            hint="pip install 'django-q-cloudtasks[jobs]'",
+            id="django_q_cloudtasks.E021",
+        )
     ]
 
 

@@ -11,6 +11,9 @@ Two views of the same settings:
   Its ``timeout``, ``max_attempts`` and ``ack_failures`` are read where django-q reads
   them, from ``django_q.conf.Conf``, unless the cluster's ``ALT_CLUSTERS`` entry sets its
   own.
+  Its ``target`` says where its tasks run: in the receiver (``"http"``, the default), or
+  each in an execution of a Cloud Run job (``"cloud_run_job"``), for work longer than
+  Cloud Tasks waits for an answer.
 * :class:`ReceiverSettings`, one per process: who may call the receiver endpoint.
 
 Every problem raises :class:`ConfigurationError` carrying the id of the system check that
@@ -58,6 +61,17 @@ DISPATCH_MARGIN = 15
 # The biggest signed package enqueued; those over Cloud Tasks' 1 MiB go by reference.
 DEFAULT_MAX_PACKAGE_BYTES = 32 * 1024 * 1024
 
+# Where a cluster's tasks run: in the receiver, or in Cloud Run job executions.
+HTTP_TARGET = "http"
+JOB_TARGET = "cloud_run_job"
+TARGETS = (HTTP_TARGET, JOB_TARGET)
+# Cloud Run Jobs' longest task timeout: 168 hours.
+MAX_JOB_TIMEOUT = 168 * 3600
+# Time an execution needs beyond the task's timeout: to start, save the result and stop.
+JOB_MARGIN = 60
+# Seconds Cloud Tasks waits for the receiver to start (or look after) a job execution.
+DEFAULT_LAUNCH_DEADLINE = 60
+
 QUEUE_KEYS = frozenset(
     {
         "project",
@@ -71,6 +85,8 @@ QUEUE_KEYS = frozenset(
         "enqueue_timeout",
         "max_package_bytes",
         "queue_options",
+        "target",
+        "job",
     }
 )
 # Keys about the receiver endpoint: one endpoint serves every cluster, so they live in
@@ -83,6 +99,8 @@ OWN_KEYS = ("timeout", "max_attempts", "ack_failures")
 LOCATION_ID = re.compile(r"^[a-z0-9-]{1,63}$")
 EMULATOR_HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9:.-]{0,98}[a-z0-9]$|^[a-z0-9-]+$")
+JOB_ID = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+JOB_PATH = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)$")
 
 
 @dataclass(frozen=True)
@@ -147,6 +165,8 @@ class QueueSettings:
     queue_options: QueueOptions = QueueOptions()
     # The django-q settings an ALT_CLUSTERS entry sets for itself (OWN_KEYS), as pairs.
     own: tuple[tuple[str, Any], ...] = ()
+    target: str = HTTP_TARGET
+    job: str | None = None  # the Cloud Run job's resource name, for target "cloud_run_job"
 
     @property
     def timeout(self) -> int | None:
@@ -182,13 +202,28 @@ class QueueSettings:
         """Where Cloud Scheduler calls the tick: beside the receiver."""
         return _beside(self.url, TICK_PATH)
 
+    @property
+    def runs_in_job(self) -> bool:
+        """Whether the cluster's tasks run in Cloud Run job executions, not in the receiver."""
+        return self.target == JOB_TARGET
+
     def deadline_for(self, timeout: int | None) -> int:
-        """Seconds Cloud Tasks waits for the answer to a task with this django-q timeout."""
+        """Seconds Cloud Tasks waits for the answer to a task with this django-q timeout. A
+        job cluster's receiver answers once it has started (or looked after) the execution."""
         if self.dispatch_deadline is not None:
             return self.dispatch_deadline
+        if self.runs_in_job:
+            return DEFAULT_LAUNCH_DEADLINE
         if timeout is None or timeout < 0:
             return DEFAULT_DISPATCH_DEADLINE
         return max(MIN_DISPATCH_DEADLINE, min(MAX_DISPATCH_DEADLINE, timeout + DISPATCH_MARGIN))
+
+    def execution_timeout(self, timeout: int | None) -> int | None:
+        """Seconds a job execution may run for a task with this django-q timeout; None: the
+        job's own task timeout."""
+        if timeout is None or timeout < 0:
+            return None
+        return min(MAX_JOB_TIMEOUT, timeout + JOB_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -248,15 +283,19 @@ def queue_settings(cluster: str | None = None) -> QueueSettings:
     options = _option_values(cloud_tasks, "Q_CLUSTER")
     merged_q = dict(main)
     own: tuple[tuple[str, Any], ...] = ()
+    given = set(cloud_tasks)  # the keys this cluster's own cloud_tasks sets
     if name != main_cluster_name():
         where = f'Q_CLUSTER["ALT_CLUSTERS"]["{name}"]'
         alt = (main.get("ALT_CLUSTERS") or {}).get(name) or {}
         alt_cloud_tasks = _cloud_tasks_dict(alt, where, alt=True)
         merged_q.update({k: v for k, v in alt.items() if k != "cloud_tasks"})
         cloud_tasks = {k: v for k, v in cloud_tasks.items() if k != "queue"} | alt_cloud_tasks
+        given = set(alt_cloud_tasks)
         options |= _option_values(alt_cloud_tasks, where)  # option by option
         own = tuple((key, alt[key]) for key in OWN_KEYS if key in alt)
-    return _build_queue_settings(name, cloud_tasks, merged_q, _queue_options(name, options), own)
+    return _build_queue_settings(
+        name, cloud_tasks, merged_q, _queue_options(name, options), own, given
+    )
 
 
 @functools.cache
@@ -450,6 +489,7 @@ def _build_queue_settings(
     q: dict[str, Any],
     queue_options: QueueOptions,
     own: tuple[tuple[str, Any], ...],
+    given: set[str],
 ) -> QueueSettings:
     emulator_host = cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV) or None
     if emulator_host is not None and not EMULATOR_HOST.match(str(emulator_host)):
@@ -517,13 +557,18 @@ def _build_queue_settings(
             check_id="django_q_cloudtasks.E007",
             hint=f"Use a whole number of seconds from {MIN_DISPATCH_DEADLINE} to {MAX_DISPATCH_DEADLINE}.",
         )
-    if timeout is not None and timeout + DISPATCH_MARGIN > (deadline or MAX_DISPATCH_DEADLINE):
+    target, job = _target(cluster, cloud_tasks, given, project, location)
+    if target == JOB_TARGET:
+        _check_job_timeout(cluster, timeout)
+    elif timeout is not None and timeout + DISPATCH_MARGIN > (deadline or MAX_DISPATCH_DEADLINE):
         raise ConfigurationError(
             f"Cluster {cluster!r} has timeout {timeout} s, but Cloud Tasks waits at most "
             f"{deadline or MAX_DISPATCH_DEADLINE} s for an answer.",
             check_id="django_q_cloudtasks.E007",
             hint=f"Lower the timeout to {(deadline or MAX_DISPATCH_DEADLINE) - DISPATCH_MARGIN} s "
-            "or less (the receiver needs a margin to save the result), or raise dispatch_deadline.",
+            "or less (the receiver needs a margin to save the result), or raise dispatch_deadline. "
+            'For longer work, run the cluster\'s tasks in a Cloud Run job: "target": '
+            '"cloud_run_job" (see the README, Long tasks).',
         )
 
     enqueue_timeout = cloud_tasks.get("enqueue_timeout", 30)
@@ -555,7 +600,61 @@ def _build_queue_settings(
         max_package_bytes=max_package_bytes,
         queue_options=queue_options,
         own=own,
+        target=target,
+        job=job,
     )
+
+
+def _target(
+    cluster: str, cloud_tasks: dict[str, Any], given: set[str], project: str, location: str
+) -> tuple[str, str | None]:
+    """The cluster's target, and its Cloud Run job's resource name for a job target."""
+    target = cloud_tasks.get("target", HTTP_TARGET)
+    if target not in TARGETS:
+        raise ConfigurationError(
+            f"Cluster {cluster!r} has target {target!r}.",
+            check_id="django_q_cloudtasks.E019",
+            hint=f'Set "target" to {HTTP_TARGET!r} (run tasks in the receiver, the default) or '
+            f"{JOB_TARGET!r} (each task in an execution of a Cloud Run job).",
+        )
+    job = cloud_tasks.get("job")
+    if target == HTTP_TARGET:
+        if "job" in given and job is not None:
+            raise ConfigurationError(
+                f"Cluster {cluster!r} names the Cloud Run job {job!r}, but its tasks run in "
+                "the receiver.",
+                check_id="django_q_cloudtasks.E019",
+                hint=f'Add "target": "{JOB_TARGET}" to run them in the job, or remove "job".',
+            )
+        return target, None
+    if job is None:
+        raise ConfigurationError(
+            f'Cluster {cluster!r} has target "{JOB_TARGET}", but no "job".',
+            check_id="django_q_cloudtasks.E019",
+            hint='Set "job" to the name of the Cloud Run job that runs its tasks, e.g. '
+            '"mysite-worker" (or projects/PROJECT/locations/REGION/jobs/JOB).',
+        )
+    if isinstance(job, str) and JOB_ID.match(job):
+        return target, f"projects/{project}/locations/{location}/jobs/{job}"
+    if isinstance(job, str) and JOB_PATH.match(job) and JOB_ID.match(job.rsplit("/", 1)[1]):
+        return target, job
+    raise ConfigurationError(
+        f"Cluster {cluster!r}: {job!r} is not a Cloud Run job name.",
+        check_id="django_q_cloudtasks.E019",
+        hint="A job name has up to 63 lowercase letters, digits and hyphens, starting with a "
+        "letter; or give its resource name, projects/PROJECT/locations/REGION/jobs/JOB.",
+    )
+
+
+def _check_job_timeout(cluster: str, timeout: int | None) -> None:
+    if timeout is not None and timeout + JOB_MARGIN > MAX_JOB_TIMEOUT:
+        raise ConfigurationError(
+            f"Cluster {cluster!r} has timeout {timeout} s, but a Cloud Run job's task runs at "
+            f"most {MAX_JOB_TIMEOUT} s (168 hours).",
+            check_id="django_q_cloudtasks.E020",
+            hint=f"Lower the timeout to {MAX_JOB_TIMEOUT - JOB_MARGIN} s or less (the execution "
+            "needs a margin to start and save the result), or split the work into tasks.",
+        )
 
 
 def _required_id(

@@ -3,12 +3,14 @@
 * :class:`ConfigurationError`: a setting is wrong (also a Django ``ImproperlyConfigured``).
 * :class:`CloudTasksError`: Google's APIs failed or refused: enqueueing
   (:class:`EnqueueError`), reading or steering a queue (:class:`QueueUnavailable`),
-  setting up a queue or the scheduler job (:class:`ProvisioningError`).
+  setting up a queue or the scheduler job (:class:`ProvisioningError`), starting, reading or
+  cancelling a Cloud Run job execution (:class:`ExecutionError`).
 * :class:`DeliveryError`: a delivered body the receiver cannot run, now
   (:class:`PayloadPending`, :class:`CodeMissing`) or ever (:class:`PayloadGone`;
   :class:`BadBody` and its kinds, kept as dead letters).
 * :class:`AuthenticationFailed`: the caller of an endpoint is refused;
   :class:`CertificatesUnavailable`: its token cannot be checked now.
+* :class:`TaskCancelled`: raised inside a task that ``cancel()`` stops.
 """
 
 from __future__ import annotations
@@ -51,8 +53,27 @@ class ProvisioningError(CloudTasksError):
         self.resource = resource
 
 
+class ExecutionError(CloudTasksError):
+    """A Cloud Run job execution could not be started, read or cancelled."""
+
+
 class MissingExtra(ImportError):
-    """An optional dependency is not installed (``google-cloud-scheduler``)."""
+    """An optional dependency is not installed (``google-cloud-scheduler``, ``google-cloud-run``)."""
+
+
+class TaskCancelled(Exception):
+    """The running task was cancelled (``django_q_cloudtasks.cancel``).
+
+    In a Cloud Run job execution it is raised inside the task as the execution is stopped:
+    catch it to clean up, and let it go on, so that the task's ``Failure`` row says it was
+    cancelled. In the receiver, cancellation is cooperative: a task checks
+    ``django_q_cloudtasks.cancelled()`` and raises it to stop.
+    """
+
+    def __init__(
+        self, message: str = "The task was cancelled (django_q_cloudtasks.cancel)."
+    ) -> None:
+        super().__init__(message)
 
 
 class DeliveryError(Exception):

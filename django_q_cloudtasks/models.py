@@ -7,7 +7,12 @@ or twice at the same moment. Before running a task the receiver claims its recei
 database's primary key makes that claim atomic across processes and machines. Each claim
 has its own ``holder`` token: only the delivery holding the claim may renew, finish or
 release it, so a delivery that stalled past its lease cannot undo the work of the one
-that took over.
+that took over. A task of a job cluster is claimed by the receiver for the Cloud Run job
+execution it starts, which adopts the claim (``execution``).
+
+A receipt also carries what happens to the task from outside: ``cancelled``, when
+``cancel()`` asked for it to stop, and ``lost``, the runs that ended without an outcome
+because the process running them died.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import random
 from datetime import timedelta
 
 from django.db import IntegrityError, models, router, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 # Cloud Tasks keeps a task at most 31 days: no delivery of an older one can arrive.
@@ -57,7 +62,8 @@ class ReceiptManager(models.Manager["Receipt"]):
             return Claim.RUN
         except IntegrityError:
             pass
-        # A failed delivery leaves RETRY; a dead one leaves RUNNING with its lease run out.
+        # A failed delivery leaves RETRY; a dead one leaves RUNNING with its lease run out,
+        # and a run lost.
         resumed = (
             self.filter(task_id=task_id)
             .filter(
@@ -67,7 +73,10 @@ class ReceiptManager(models.Manager["Receipt"]):
                 state=Receipt.State.RUNNING,
                 holder=holder,
                 lease_until=now + lease,
-                deliveries=models.F("deliveries") + 1,
+                deliveries=F("deliveries") + 1,
+                lost=F("lost")
+                + Case(When(state=Receipt.State.RUNNING, then=Value(1)), default=Value(0)),
+                execution="",
                 claimed=now,
                 updated=now,
             )
@@ -77,12 +86,76 @@ class ReceiptManager(models.Manager["Receipt"]):
         state = self.filter(task_id=task_id).values_list("state", flat=True).first()
         return Claim.DONE if state == Receipt.State.DONE else Claim.BUSY
 
+    def adopt(
+        self, task_id: str, holder: str, execution: str, lease: timedelta, *, retried: bool
+    ) -> bool:
+        """Take over, for a job execution, the claim the receiver took when it started it.
+
+        Only one execution adopts a claim: a second one started for the same claim (a
+        RunJob answer lost and retried) finds it adopted and runs nothing. ``retried``: this
+        is a later attempt of the same execution (Cloud Run retries an attempt that died),
+        so the earlier attempt's run was lost.
+        """
+        now = timezone.now()
+        return bool(
+            self.filter(task_id=task_id, holder=holder, state=Receipt.State.RUNNING)
+            .filter(Q(execution="") | Q(execution=execution))
+            .update(
+                execution=execution,
+                lease_until=now + lease,
+                lost=F("lost") + (1 if retried else 0),
+                updated=now,
+            )
+        )
+
+    def note_execution(self, task_id: str, holder: str, execution: str) -> None:
+        """Record the execution started for a claim, unless it adopted the claim already."""
+        self.filter(task_id=task_id, holder=holder, execution="").update(execution=execution)
+
     def renew(self, holders: dict[str, str], lease: timedelta) -> int:
         """Extend the leases of claims still held (task id -> holder); returns how many."""
         now = timezone.now()
         return self.filter(task_id__in=holders, holder__in=holders.values()).update(
             lease_until=now + lease, updated=now
         )
+
+    def cancelled_among(self, task_ids: list[str]) -> set[str]:
+        """The tasks of ``task_ids`` that ``cancel()`` asked to stop."""
+        found = self.filter(task_id__in=task_ids, cancelled__isnull=False)
+        return set(found.values_list("task_id", flat=True))
+
+    def request_cancel(self, task_id: str, cluster: str) -> Receipt | None:
+        """Mark a task cancelled; returns its receipt as it was before, None if it had none.
+
+        A task with no receipt gets a finished one, so that no delivery runs it; one
+        waiting for a retry is finished, so that none runs it again; one running is only
+        marked, and whoever runs it stops it.
+        """
+        now = timezone.now()
+        using = router.db_for_write(Receipt)
+        before = self.filter(task_id=task_id).first()
+        if before is None:
+            inside = transaction.get_connection(using).in_atomic_block
+            try:
+                with transaction.atomic(using=using) if inside else contextlib.nullcontext():
+                    self.create(
+                        task_id=task_id,
+                        cluster=cluster,
+                        state=Receipt.State.DONE,
+                        holder="",
+                        lease_until=now,
+                        cancelled=now,
+                        updated=now,
+                    )
+                return None
+            except IntegrityError:  # a delivery claimed it a moment ago
+                before = self.get(task_id=task_id)
+        pending = self.filter(task_id=task_id, cancelled__isnull=True)
+        pending.filter(state=Receipt.State.RETRY).update(
+            state=Receipt.State.DONE, cancelled=now, updated=now
+        )
+        pending.filter(state=Receipt.State.RUNNING).update(cancelled=now, updated=now)
+        return before
 
     def finish(self, task_id: str, holder: str) -> None:
         self.filter(task_id=task_id, holder=holder).update(
@@ -91,10 +164,11 @@ class ReceiptManager(models.Manager["Receipt"]):
         if random.random() < PRUNE_PROBABILITY:
             prune()
 
-    def release(self, task_id: str, holder: str) -> None:
-        """Let the next delivery of this task run it again."""
+    def release(self, task_id: str, holder: str, *, lost: bool = False) -> None:
+        """Let the next delivery of this task run it again; ``lost``: this run ended without
+        an outcome, and counts as an attempt."""
         self.filter(task_id=task_id, holder=holder).update(
-            state=Receipt.State.RETRY, updated=timezone.now()
+            state=Receipt.State.RETRY, lost=F("lost") + (1 if lost else 0), updated=timezone.now()
         )
 
 
@@ -114,6 +188,10 @@ class Receipt(models.Model):
     # the delivery that finished the task. None for receipts from before it was recorded.
     claimed = models.DateTimeField(null=True)
     updated = models.DateTimeField(db_index=True)
+    # The Cloud Run job execution holding the claim (its resource name), for a job cluster.
+    execution = models.CharField(max_length=500, blank=True, default="")
+    cancelled = models.DateTimeField(null=True)  # when cancel() asked for the task to stop
+    lost = models.PositiveIntegerField(default=0)  # runs whose process died without an outcome
 
     objects = ReceiptManager()
 

@@ -34,9 +34,7 @@ def store(task_id: str, package: str) -> None:
 
 def load(reference: Reference) -> str:
     """The signed package a reference refers to."""
-    package = (
-        Payload.objects.filter(task_id=reference.task_id).values_list("package", flat=True).first()
-    )
+    package = stored(reference.task_id)
     if package is None:
         if time.time() - reference.stored < COMMIT_WAIT_SECONDS:
             raise PayloadPending(
@@ -49,6 +47,14 @@ def load(reference: Reference) -> str:
         )
     if digest(package) != reference.sha256:
         raise BadReference(f"The stored package of task {reference.task_id} is not the one sent.")
+    return package
+
+
+def stored(task_id: str) -> str | None:
+    """The signed package kept for ``task_id``, if there is one."""
+    package: str | None = (
+        Payload.objects.filter(task_id=task_id).values_list("package", flat=True).first()
+    )
     return package
 
 

@@ -1,4 +1,5 @@
-"""The emulator as one object: gRPC API, dispatcher and certificate endpoint together."""
+"""The emulator as one object: gRPC API, dispatcher and certificate endpoint together, and
+Cloud Run Jobs beside them when the ``jobs`` extra is installed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import grpc
 from ..conf import emulator_identity
 from .dispatcher import Dispatcher
 from .identity import CertificateServer, Identity
+from .jobs import GRACE_SECONDS, JobRecord, Jobs
 from .journal import FileJournal
 from .service import handlers
 from .state import DEFAULT_DEDUP_WINDOW, ApiError, QueueRecord, Store
@@ -24,7 +26,8 @@ class Emulator:
 
     ``state_path`` keeps queues, tasks, recently used names and the signing key in a file,
     so a restart loses nothing; without it, state lives in memory. ``duplicates`` sends
-    every attempt that many times (see ``dispatcher.py``).
+    every attempt that many times (see ``dispatcher.py``). ``job_grace``: the seconds a
+    cancelled Cloud Run job execution has between SIGTERM and SIGKILL (see ``jobs.py``).
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class Emulator:
         dedup_window: float = DEFAULT_DEDUP_WINDOW,
         duplicates: int = 1,
         duplicates_at_once: bool = True,
+        job_grace: float = GRACE_SECONDS,
     ) -> None:
         self.address = f"{host}:{port}"
         self.issuer, self.certs_url = emulator_identity(self.address)
@@ -62,6 +66,8 @@ class Emulator:
             options=[("grpc.so_reuseport", 0)],
         )
         self._grpc.add_generic_rpc_handlers(handlers(self.store))
+        self.jobs = Jobs(grace=job_grace)
+        self.serves_jobs = _serve_jobs(self._grpc, self.jobs)
         try:
             self._grpc.add_insecure_port(self.address)
         except RuntimeError as error:  # grpc's word for a port it cannot bind
@@ -87,6 +93,10 @@ class Emulator:
             raise
         return True
 
+    def ensure_job(self, job: JobRecord) -> bool:
+        """Adds the Cloud Run job ``job``; False if one of its name exists."""
+        return self.jobs.ensure_job(job)
+
     def start(self) -> Emulator:
         self._certs.start()
         self._grpc.start()
@@ -95,6 +105,7 @@ class Emulator:
 
     def stop(self) -> None:
         self._grpc.stop(grace=0.25).wait()  # idle client connections hold it open until then
+        self.jobs.stop()
         self.dispatcher.stop()
         self._certs.stop()
         if self._journal:
@@ -110,3 +121,15 @@ class Emulator:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _serve_jobs(server: grpc.Server, jobs: Jobs) -> bool:
+    """Serve the Cloud Run Admin API for ``jobs``, if its messages are installed."""
+    try:
+        # The optional jobs extra (google-cloud-run) holds the API's messages.
+        from .run_service import handlers as run_handlers
+    except ImportError:
+        logger.info("Cloud Run jobs are not emulated: pip install 'django-q-cloudtasks[jobs]'")
+        return False
+    server.add_generic_rpc_handlers(run_handlers(jobs))
+    return True

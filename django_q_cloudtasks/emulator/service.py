@@ -118,12 +118,14 @@ def handlers(store: Store) -> Sequence[grpc.GenericRpcHandler]:
         ),
     }
     return (
-        grpc.method_handlers_generic_handler(V2_SERVICE, _wrap_all(methods)),
-        grpc.method_handlers_generic_handler(V2BETA3_SERVICE, _wrap_all(beta_methods)),
+        grpc.method_handlers_generic_handler(V2_SERVICE, unary_methods(methods)),
+        grpc.method_handlers_generic_handler(V2BETA3_SERVICE, unary_methods(beta_methods)),
     )
 
 
-def _wrap_all(methods: dict[str, tuple[Any, Callable[[Any], Any]]]) -> dict[str, Any]:
+def unary_methods(methods: dict[str, tuple[Any, Callable[[Any], Any]]]) -> dict[str, Any]:
+    """gRPC handlers for ``{method: (request type, call)}``: each call answers a request, or
+    raises ApiError to refuse it as the real service does."""
     return {name: _unary(name, request, call) for name, (request, call) in methods.items()}
 
 
@@ -137,16 +139,16 @@ def _unary(name: str, request_type: Any, call: Callable[[Any], Any]) -> grpc.Rpc
             logger.exception("%s failed", name)
             context.abort(grpc.StatusCode.INTERNAL, f"{name}: {error}")
 
+    deserialize = getattr(request_type, "deserialize", None) or request_type.FromString
     return grpc.unary_unary_rpc_method_handler(
-        respond,
-        request_deserializer=request_type.deserialize,
-        response_serializer=_serialize,
+        respond, request_deserializer=deserialize, response_serializer=_serialize
     )
 
 
 def _serialize(message: Any) -> bytes:
-    if isinstance(message, empty_pb2.Empty):
-        return message.SerializeToString()
+    """A proto-plus message, or a plain protobuf one (Empty, a long-running Operation)."""
+    if hasattr(message, "SerializeToString"):
+        return bytes(message.SerializeToString())
     return bytes(type(message).serialize(message))
 
 
@@ -197,7 +199,7 @@ def _resume(store: Store, name: str) -> QueueRecord:
 
 
 def _list_queues(store: Store, request: Any, reply: Callable[[QueueRecord], Any], api: Any) -> Any:
-    queues, token = _page(store.list_queues(request.parent), request)
+    queues, token = page(store.list_queues(request.parent), request)
     return api.ListQueuesResponse(queues=[reply(q) for q in queues], next_page_token=token)
 
 
@@ -217,7 +219,7 @@ def _queue_fields(record: QueueRecord) -> dict[str, Any]:
             "max_backoff": datetime.timedelta(seconds=record.retry.max_backoff),
             "max_doublings": record.retry.max_doublings,
         },
-        "purge_time": _time(record.purge_time),
+        "purge_time": timestamp(record.purge_time),
     }
 
 
@@ -230,7 +232,7 @@ def _queue_beta(store: Store, record: QueueRecord, request: Any) -> tasks_v2beta
     queue = tasks_v2beta3.Queue(**_queue_fields(record))
     if "stats" in request.read_mask.paths:
         stats = store.stats(record.name)
-        stats["oldest_estimated_arrival_time"] = _time(stats["oldest_estimated_arrival_time"])
+        stats["oldest_estimated_arrival_time"] = timestamp(stats["oldest_estimated_arrival_time"])
         queue.stats = tasks_v2beta3.QueueStats(**stats)
     return queue
 
@@ -267,7 +269,7 @@ def _create_task(store: Store, request: tasks_v2.CreateTaskRequest) -> TaskRecor
 
 
 def _list_tasks(store: Store, request: tasks_v2.ListTasksRequest) -> tasks_v2.ListTasksResponse:
-    tasks, token = _page(store.list_tasks(request.parent), request)
+    tasks, token = page(store.list_tasks(request.parent), request)
     return tasks_v2.ListTasksResponse(
         tasks=[_task(t, request.response_view) for t in tasks], next_page_token=token
     )
@@ -290,8 +292,8 @@ def _task(record: TaskRecord, view: int) -> tasks_v2.Task:
     return tasks_v2.Task(
         name=record.name,
         http_request=http_request,
-        schedule_time=_time(record.schedule_time),
-        create_time=_time(record.create_time),
+        schedule_time=timestamp(record.schedule_time),
+        create_time=timestamp(record.create_time),
         dispatch_deadline=datetime.timedelta(seconds=record.dispatch_deadline),
         dispatch_count=record.dispatch_count,
         response_count=record.response_count,
@@ -306,7 +308,7 @@ def _attempt(attempt: Attempt | None, *, first: bool) -> dict[str, Any] | None:
     if attempt is None:
         return None
     if first:
-        return {"dispatch_time": _time(attempt.dispatch_time)}
+        return {"dispatch_time": timestamp(attempt.dispatch_time)}
     if attempt.http_status is None:
         status = {"code": grpc.StatusCode.UNAVAILABLE.value[0], "message": attempt.error}
     elif 200 <= attempt.http_status < 300:
@@ -320,9 +322,9 @@ def _attempt(attempt: Attempt | None, *, first: bool) -> dict[str, Any] | None:
         )
         status = {"code": code.value[0], "message": f"HTTP status code {attempt.http_status}"}
     return {
-        "schedule_time": _time(attempt.schedule_time),
-        "dispatch_time": _time(attempt.dispatch_time),
-        "response_time": _time(attempt.response_time),
+        "schedule_time": timestamp(attempt.schedule_time),
+        "dispatch_time": timestamp(attempt.dispatch_time),
+        "response_time": timestamp(attempt.response_time),
         "response_status": status,
     }
 
@@ -330,7 +332,7 @@ def _attempt(attempt: Attempt | None, *, first: bool) -> dict[str, Any] | None:
 # Helpers.
 
 
-def _page(items: list[Any], request: Any) -> tuple[list[Any], str]:
+def page(items: list[Any], request: Any) -> tuple[list[Any], str]:
     """One page of ``items``; page tokens are offsets."""
     try:
         start = int(request.page_token or 0)
@@ -341,7 +343,7 @@ def _page(items: list[Any], request: Any) -> tuple[list[Any], str]:
     return items[start:end], str(end) if end < len(items) else ""
 
 
-def _time(epoch: float | None) -> datetime.datetime | None:
+def timestamp(epoch: float | None) -> datetime.datetime | None:
     if epoch is None:
         return None
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC)

@@ -91,9 +91,11 @@ def explain(
     *,
     needs: str,
     missing: str = "Create the queue: python manage.py cloudtasks_setup",
+    service: str = "Cloud Tasks",
 ) -> str:
     """What ``error`` means and what to do about it, in a sentence or two. ``needs``: the
-    role the call takes, for a refusal; ``missing``: what to do about a NOT_FOUND."""
+    role the call takes, for a refusal; ``missing``: what to do about a NOT_FOUND;
+    ``service``: the API called, as its console names it."""
     from google.api_core import exceptions  # see the module's docstring
     from google.auth.exceptions import GoogleAuthError
 
@@ -101,7 +103,7 @@ def explain(
     if isinstance(error, exceptions.NotFound):
         hint = missing
     elif isinstance(error, exceptions.PermissionDenied):
-        hint = f"It needs {needs}, and the Cloud Tasks API enabled"
+        hint = f"It needs {needs}, and the {service} API enabled"
     elif isinstance(error, exceptions.FailedPrecondition):
         hint = (
             "If a queue of this name was deleted lately, Cloud Tasks keeps the name for up "
@@ -109,7 +111,7 @@ def explain(
         )
     elif isinstance(error, exceptions.ServiceUnavailable | exceptions.DeadlineExceeded):
         waited = budget.total or budget.attempt
-        hint = f"Cloud Tasks did not answer within {waited:g} s" + (
+        hint = f"{service} did not answer within {waited:g} s" + (
             f"; is the emulator at {qs.emulator_host} running?" if qs.emulator_host else ""
         )
     elif isinstance(error, GoogleAuthError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import MissingExtra
@@ -24,11 +25,22 @@ if TYPE_CHECKING:
 
 # The most an emulator channel waits before it connects again, in milliseconds.
 EMULATOR_RECONNECT_MS = 1000
-# Each API's module under google.cloud, and its client class.
-CLIENT_CLASSES = {
-    "tasks_v2": "CloudTasksClient",
-    "tasks_v2beta3": "CloudTasksClient",
-    "scheduler_v1": "CloudSchedulerClient",
+
+
+@dataclass(frozen=True)
+class _Api:
+    module: str  # under google.cloud
+    client_class: str
+    service: str  # the package of its service under services/, for an emulator's transport
+    extra: str | None  # the optional extra that installs the library, if it is one
+
+
+APIS = {
+    "tasks_v2": _Api("tasks_v2", "CloudTasksClient", "cloud_tasks", None),
+    "tasks_v2beta3": _Api("tasks_v2beta3", "CloudTasksClient", "cloud_tasks", None),
+    "scheduler_v1": _Api("scheduler_v1", "CloudSchedulerClient", "cloud_scheduler", "scheduler"),
+    "run_v2.jobs": _Api("run_v2", "JobsClient", "jobs", "jobs"),
+    "run_v2.executions": _Api("run_v2", "ExecutionsClient", "executions", "jobs"),
 }
 
 _clients: dict[tuple[str, str | None], Any] = {}
@@ -48,6 +60,17 @@ def tasks_beta_client(emulator_host: str | None) -> Any:
 def scheduler_client() -> Any:
     """The Cloud Scheduler client, of the optional ``scheduler`` extra."""
     return _cached("scheduler_v1", None)
+
+
+def jobs_client(emulator_host: str | None) -> Any:
+    """The Cloud Run Admin API's jobs client, of the optional ``jobs`` extra. The emulator
+    serves it beside Cloud Tasks."""
+    return _cached("run_v2.jobs", emulator_host)
+
+
+def executions_client(emulator_host: str | None) -> Any:
+    """The Cloud Run Admin API's executions client, of the optional ``jobs`` extra."""
+    return _cached("run_v2.executions", emulator_host)
 
 
 def held() -> list[tuple[str, str | None]]:
@@ -73,19 +96,22 @@ def _cached(api: str, emulator_host: str | None) -> Any:
     return client
 
 
-def _make(api: str, emulator_host: str | None) -> Any:
+def _make(key: str, emulator_host: str | None) -> Any:
+    api = APIS[key]
     try:
-        module = importlib.import_module(f"google.cloud.{api}")
+        module = importlib.import_module(f"google.cloud.{api.module}")
     except ImportError as error:
+        package = f"django-q-cloudtasks[{api.extra}]" if api.extra else "django-q-cloudtasks"
         raise MissingExtra(
-            f"google.cloud.{api} is not installed: pip install 'django-q-cloudtasks[scheduler]'"
+            f"google.cloud.{api.module} is not installed: pip install '{package}'"
         ) from error
-    client_class = getattr(module, CLIENT_CLASSES[api])
+    client_class = getattr(module, api.client_class)
     if emulator_host is None:
         return client_class()
     import grpc  # with the client library: the same cost, paid with it
 
-    transports = importlib.import_module(f"{module.__name__}.services.cloud_tasks.transports")
+    transports = importlib.import_module(f"{module.__name__}.services.{api.service}.transports")
+    transport_class = getattr(transports, api.client_class.removesuffix("Client") + "GrpcTransport")
     channel = grpc.insecure_channel(
         emulator_host,
         options=[
@@ -97,7 +123,7 @@ def _make(api: str, emulator_host: str | None) -> Any:
             ("grpc.max_reconnect_backoff_ms", EMULATOR_RECONNECT_MS),
         ],
     )
-    return client_class(transport=transports.CloudTasksGrpcTransport(channel=channel))
+    return client_class(transport=transport_class(channel=channel))
 
 
 def _forget_after_fork() -> None:

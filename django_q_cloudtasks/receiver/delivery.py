@@ -11,7 +11,9 @@ answer; replaying a dead letter (``deadletters.py``) takes the same steps. A tas
 3. is sent on to its next hop when its time has not come (``delays.py``), unless it was
    asked for ahead of its time (the admin's "Run now"), or ran on such a request already
    and failed: its retries run at once too;
-4. runs once (``execution.py``), and the verdict becomes the answer.
+4. runs once (``execution.py``), and the verdict becomes the answer; a job cluster's task
+   runs in a Cloud Run job execution instead, which the delivery starts or looks after
+   (``launcher.py``).
 
 A body that can never run is *rejected*: the view keeps it as a dead letter and answers
 2xx, since retrying could not change that. A signed package that names code this
@@ -39,10 +41,12 @@ from ..exceptions import (
     BadBody,
     CodeMissing,
     EnqueueError,
+    ExecutionError,
     PayloadGone,
     PayloadPending,
 )
 from ..models import Receipt
+from . import launcher
 from .execution import Verdict, execute
 
 logger = logging.getLogger("django_q_cloudtasks")
@@ -58,9 +62,13 @@ EPOCH_SECONDS = re.compile(r"[0-9]{1,11}(\.[0-9]{1,9})?")
 HTTP_STATUS = {
     Verdict.SUCCEEDED: 200,
     Verdict.FAILED: 200,
+    Verdict.CANCELLED: 200,
     Verdict.DUPLICATE: 200,
     Verdict.RETRY: 500,
     Verdict.BUSY: 409,
+    # A job execution runs the task: Cloud Tasks comes back, after its backoff, to see.
+    Verdict.LAUNCHED: 409,
+    Verdict.RUNNING: 409,
 }
 
 
@@ -165,15 +173,20 @@ def take_task(delivery: Delivery) -> Result:
         return _forward(package, task, queue)
     if how is not Arrival.DUE:
         _log_early(task, how, now)
-    outcome = execute(task, previous_attempts=delivery.retries)
+    if queue.runs_in_job:
+        try:
+            outcome = launcher.supervise(task, cloud_task=delivery.cloud_task)
+        except ExecutionError as error:
+            logger.error("Task %s: %s", task["id"], error)
+            return Result(500, error=str(error), task=task)
+    else:
+        outcome = execute(task, previous_attempts=delivery.retries)
     if by_reference and outcome.done:
         payloads.discard(outcome.task_id)
-    return Result(
-        HTTP_STATUS[outcome.verdict],
-        outcome.verdict.value,
-        task=task,
-        details={"task": outcome.task_id, "cluster": outcome.cluster, "attempt": outcome.attempt},
-    )
+    details = {"task": outcome.task_id, "cluster": outcome.cluster, "attempt": outcome.attempt}
+    if outcome.execution:
+        details["execution"] = outcome.execution
+    return Result(HTTP_STATUS[outcome.verdict], outcome.verdict.value, task=task, details=details)
 
 
 def take_wake_up(delivery: Delivery) -> Result:

@@ -2,10 +2,16 @@
 
 ``django_q.worker.worker`` and ``django_q.monitor.monitor`` loop over anything with
 ``get`` and ``put``. Handing them a one-task mailbox runs exactly that task inside the
-request, with everything django-q does around it: the pre_execute and post_execute
-signals, the timeout, hooks, chains, groups, cached results and the Success or Failure
-row. The receipt around the run keeps a task from running twice; its lease, renewed while
-the task runs (``leases.py``), lets a retry take over from a delivery that died.
+request (or inside a Cloud Run job execution, ``job_runner.py``), with everything django-q
+does around it: the pre_execute and post_execute signals, the timeout, hooks, chains,
+groups, cached results and the Success or Failure row. The receipt around the run keeps a
+task from running twice; its lease, renewed while the task runs (``leases.py``), lets a
+retry take over from a delivery that died.
+
+A run that died counts as an attempt: once a task's failures and lost runs reach
+``max_attempts``, it fails for good, with a Failure row saying so, instead of running
+again. A task that ``cancel()`` stopped fails for good too, with a Failure row saying it
+was cancelled.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import Success, Task
 from django_q.monitor import monitor
+from django_q.signals import pre_execute
 from django_q.worker import worker
 
 from ..broker import CloudTasksBroker
-from ..conf import QueueSettings, queue_settings
+from ..conf import MAX_JOB_TIMEOUT, QueueSettings, queue_settings
+from ..exceptions import TaskCancelled
 from ..models import Claim, Receipt
 from .leases import LEASE, keeper
 from .status import writer
@@ -38,9 +46,15 @@ from .status import writer
 class Verdict(enum.Enum):
     SUCCEEDED = "succeeded"  # done: Cloud Tasks forgets the task
     FAILED = "failed"  # done: no attempts left, or failures are acknowledged
+    CANCELLED = "cancelled"  # done: cancel() stopped it
     RETRY = "retry"  # failed: Cloud Tasks should deliver it again
     DUPLICATE = "duplicate"  # it had already finished: nothing ran
     BUSY = "busy"  # another delivery is running it: nothing ran
+    LAUNCHED = "launched"  # a Cloud Run job execution was started to run it
+    RUNNING = "running"  # a Cloud Run job execution is running it
+
+
+DONE = frozenset({Verdict.SUCCEEDED, Verdict.FAILED, Verdict.CANCELLED, Verdict.DUPLICATE})
 
 
 @dataclass(frozen=True)
@@ -49,10 +63,11 @@ class Outcome:
     task_id: str
     cluster: str
     attempt: int | None = None
+    execution: str = ""  # the Cloud Run job execution that runs it, for a job cluster
 
     @property
     def done(self) -> bool:
-        return self.verdict in (Verdict.SUCCEEDED, Verdict.FAILED, Verdict.DUPLICATE)
+        return self.verdict in DONE
 
 
 class _Mailbox:
@@ -69,11 +84,14 @@ class _Mailbox:
 
 
 class _Timer:
-    """Stands in for the cluster's shared-memory timer; nothing watches it here."""
+    """Stands in for the cluster's shared-memory timer; nothing watches it here. django-q's
+    worker takes its lock as soon as the task's function has returned or raised, which ends
+    the time the function runs (:func:`in_function`)."""
 
     value = -1
 
     def get_lock(self) -> contextlib.nullcontext[None]:
+        _running.in_function = False
         return contextlib.nullcontext()
 
 
@@ -91,20 +109,62 @@ def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
         return Outcome(Verdict.BUSY, task_id, queue.cluster)
     if claim is Claim.DONE:
         return Outcome(Verdict.DUPLICATE, task_id, queue.cluster)
-    if claim is Claim.RESUMED and _succeeded_before(task_id):
-        Receipt.objects.finish(task_id, holder)
-        return Outcome(Verdict.DUPLICATE, task_id, queue.cluster)
-
+    lost = 0
+    if claim is Claim.RESUMED:
+        settled, lost = settle(task, queue, holder)
+        if settled is not None:
+            return settled
     # Past the dispatch deadline Cloud Tasks has retried already: stop holding the claim.
-    deadline = timedelta(seconds=queue.deadline_for(task.get("timeout", queue.timeout)))
+    deadline = queue.deadline_for(task.get("timeout", queue.timeout))
+    return run_claimed(
+        task, queue, holder, previous_attempts=previous_attempts, lost=lost, hold_for=deadline
+    )
+
+
+def settle(task: dict[str, Any], queue: QueueSettings, holder: str) -> tuple[Outcome | None, int]:
+    """For a claim taken over from an earlier run: the outcome, if the task must not run
+    again (it succeeded, was cancelled, or has no attempts left), and the runs lost so far."""
+    task_id = task["id"]
+    if _succeeded_before(task_id):  # a run that died after saving its Success row
+        Receipt.objects.finish(task_id, holder)
+        return Outcome(Verdict.DUPLICATE, task_id, queue.cluster), 0
+    lost, cancelled = Receipt.objects.filter(task_id=task_id).values_list("lost", "cancelled")[0]
+    if cancelled is not None:
+        return fail_without_running(task, queue, holder, TaskCancelled(), Verdict.CANCELLED), lost
+    failures = Task.objects.filter(id=task_id).values_list("attempt_count", flat=True).first()
+    attempts = (failures or 0) + lost
+    if lost and 0 < queue.max_attempts <= attempts:
+        error = (
+            f"The process running it died {lost} time(s) (out of memory? killed?): with "
+            f"{attempts} attempt(s) of max_attempts {queue.max_attempts}, it is not run again."
+        )
+        return fail_without_running(task, queue, holder, error, Verdict.FAILED), lost
+    return None, lost
+
+
+def run_claimed(
+    task: dict[str, Any],
+    queue: QueueSettings,
+    holder: str,
+    *,
+    previous_attempts: int,
+    lost: int,
+    hold_for: int | None,
+    on_cancel: Any = None,
+) -> Outcome:
+    """Run a task whose claim ``holder`` holds, and finish or release the claim by the
+    verdict. The claim is kept alive for ``hold_for`` seconds at most (None: as long as a
+    Cloud Run job's task may run); ``on_cancel`` is called when a cancellation is learnt."""
+    task_id = task["id"]
+    until = timezone.now() + timedelta(seconds=hold_for or MAX_JOB_TIMEOUT)
     with (
         _released_on_error(task_id, holder),
-        keeper.holding(task_id, holder, until=timezone.now() + deadline),
+        keeper.holding(task_id, holder, until=until, on_cancel=on_cancel),
         writer.in_flight(),  # qinfo and qmonitor count it (status.py)
-        _watching_saves() as saved,
+        _watching_saves(task_id) as saved,
     ):
         _run(task, queue)
-        outcome = _judge(task, queue, previous_attempts, saved.get(task_id))
+        outcome = _judge(task, queue, previous_attempts, saved.get(task_id), lost)
     if outcome.done:
         Receipt.objects.finish(task_id, holder)
     else:
@@ -112,9 +172,46 @@ def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
     return outcome
 
 
+def fail_without_running(
+    task: dict[str, Any],
+    queue: QueueSettings,
+    holder: str,
+    error: BaseException | str,
+    verdict: Verdict,
+) -> Outcome:
+    """Record a task's failure for good without running it, as django-q records any
+    failure (its Failure row, hook, chain and post_execute signal), and finish its claim."""
+    task.update(result=_result_of(error), success=False, stopped=timezone.now())
+    with _watching_saves(task["id"]):
+        monitor(_Mailbox(task), broker=CloudTasksBroker(queue.cluster))
+    Receipt.objects.finish(task["id"], holder)
+    return Outcome(verdict, task["id"], queue.cluster)
+
+
+def in_function() -> bool:
+    """Whether this thread is running a task's own function now (not django-q's work around
+    it): a signal handler may then raise into the task."""
+    return bool(getattr(_running, "in_function", False))
+
+
+def cancelled() -> bool:
+    """Whether ``cancel()`` asked the task running in this thread to stop.
+
+    Inside a receiver it turns true within seconds of the call (the lease renewal brings
+    the news), so that a long loop can stop: raise ``TaskCancelled`` to end the task as
+    cancelled. Outside a task it is False.
+    """
+    task_id = getattr(_running, "task_id", None)
+    return task_id is not None and keeper.is_cancelled(task_id)
+
+
 def _run(task: dict[str, Any], queue: QueueSettings) -> None:
     results = _Mailbox()
-    worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
+    try:
+        worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
+    except TaskCancelled as error:  # a job execution's SIGTERM just before the function
+        task.update(result=_result_of(error), success=False, stopped=timezone.now())
+        results = _Mailbox(task)
     # The worker puts the same dict it was given, now holding the result.
     monitor(results, broker=CloudTasksBroker(queue.cluster))
 
@@ -137,10 +234,15 @@ def quiet_django_q() -> None:
 
 
 def _judge(
-    task: dict[str, Any], queue: QueueSettings, previous_attempts: int, saved: _Row | None
+    task: dict[str, Any],
+    queue: QueueSettings,
+    previous_attempts: int,
+    saved: _Row | None,
+    lost: int = 0,
 ) -> Outcome:
     """Whether Cloud Tasks is done with the task, from the result django-q just stored:
-    ``saved``, the row as this thread saved it, if it did."""
+    ``saved``, the row as this thread saved it, if it did; ``lost``, the earlier runs that
+    died, which count as attempts."""
     task_id, success = task["id"], bool(task["success"])
     must_save = not task.get("cached") and (not success or task.get("save", Conf.SAVE_LIMIT >= 0))
     if must_save and (saved is None or saved.success != success):
@@ -151,9 +253,11 @@ def _judge(
         if saved is None or saved.success != success:
             # Without the row the result would be lost: ask for the task again.
             return Outcome(Verdict.RETRY, task_id, queue.cluster)
-    attempt = saved.attempt_count if must_save and saved else previous_attempts + 1
+    attempt = saved.attempt_count + lost if must_save and saved else previous_attempts + 1
     if success:
         return Outcome(Verdict.SUCCEEDED, task_id, queue.cluster, attempt)
+    if keeper.is_cancelled(task_id) or _cancel_asked(task_id):
+        return Outcome(Verdict.CANCELLED, task_id, queue.cluster, attempt)
     out_of_attempts = 0 < queue.max_attempts <= attempt
     if task.get("ack_failure") or queue.ack_failures or out_of_attempts:
         return Outcome(Verdict.FAILED, task_id, queue.cluster, attempt)
@@ -166,20 +270,37 @@ class _Row:
     attempt_count: int
 
 
-# The thread's task in the receiver, while it runs: ``saves`` holds the Task rows saved.
+# The thread's task in the receiver, while it runs: ``task_id``, ``saves``, the Task rows
+# saved, and ``in_function``, whether the task's own function runs now.
 _running = threading.local()
 
 
 @contextlib.contextmanager
-def _watching_saves() -> Iterator[dict[str, _Row]]:
+def _watching_saves(task_id: str) -> Iterator[dict[str, _Row]]:
     """The Task rows this thread saves while the block runs, by id: django-q's monitor
     saves the result in this thread, so the verdict needs no query to read it back."""
     rows: dict[str, _Row] = {}
-    _running.saves = rows
+    _running.saves, _running.task_id = rows, task_id
     try:
         yield rows
     finally:
-        _running.saves = None
+        _running.saves = _running.task_id = None
+        _running.in_function = False
+
+
+@receiver(pre_execute, dispatch_uid="django_q_cloudtasks.function_starts")
+def _note_function_starts(sender: Any, task: dict[str, Any], **kwargs: Any) -> None:
+    if getattr(_running, "task_id", None) == task.get("id"):
+        _running.in_function = True
+
+
+def _cancel_asked(task_id: str) -> bool:
+    return bool(Receipt.objects.filter(task_id=task_id, cancelled__isnull=False).exists())
+
+
+def _result_of(error: BaseException | str) -> str:
+    """A failure's result, as django-q's worker writes one: the error and how it came."""
+    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
 
 @receiver(post_save, sender="django_q.Task", dispatch_uid="django_q_cloudtasks.saved")

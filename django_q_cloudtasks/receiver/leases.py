@@ -1,9 +1,13 @@
-"""Keeping the claims of running tasks alive, so that a dead delivery's claim expires soon.
+"""Keeping the claims of running tasks alive, so that a dead delivery's claim expires soon,
+and bringing back word of their cancellation.
 
 A receipt in state RUNNING carries a lease: until it runs out, other deliveries of the
 task are turned away. While a task runs, one thread per process renews the lease of every
 task the process is running. A process that dies, or loses its database, stops renewing,
 so its claim runs out within ``LEASE`` and the next delivery takes the task over.
+
+Each renewal also asks which of those tasks ``cancel()`` has asked to stop, so that
+``cancelled()`` turns true inside them within ``RENEW_EVERY`` seconds.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
@@ -33,6 +37,8 @@ RENEW_EVERY = LEASE.total_seconds() / 3
 class _Held:
     holder: str
     until: datetime  # renewals stop here: Cloud Tasks gave up on the delivery long ago
+    on_cancel: Callable[[], None] | None = None  # called once, when cancellation is learnt
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class LeaseKeeper:
@@ -44,10 +50,18 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def holding(self, task_id: str, holder: str, *, until: datetime) -> Iterator[None]:
-        """Keep ``holder``'s claim on ``task_id`` alive while the block runs, up to ``until``."""
+    def holding(
+        self,
+        task_id: str,
+        holder: str,
+        *,
+        until: datetime,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
+        """Keep ``holder``'s claim on ``task_id`` alive while the block runs, up to ``until``;
+        ``on_cancel`` is called (from the renewing thread) if the task is cancelled."""
         with self._lock:
-            self._held[task_id] = _Held(holder, until)
+            self._held[task_id] = _Held(holder, until, on_cancel)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._renew_while_held, name="cloudtasks-leases", daemon=True
@@ -73,8 +87,18 @@ class LeaseKeeper:
             if due:
                 self._renew(due)
 
-    @staticmethod
-    def _renew(holders: dict[str, str]) -> None:
+    def is_cancelled(self, task_id: str) -> bool:
+        """Whether ``task_id``, held here, was cancelled, as far as this process has learnt."""
+        held = self._held.get(task_id)
+        return held is not None and held.cancelled.is_set()
+
+    def mark_cancelled(self, task_id: str) -> None:
+        """Learn of a cancellation another way (a job execution's SIGTERM)."""
+        held = self._held.get(task_id)
+        if held is not None:
+            held.cancelled.set()
+
+    def _renew(self, holders: dict[str, str]) -> None:
         try:
             renewed = Receipt.objects.renew(holders, LEASE)
             if renewed < len(holders):
@@ -82,10 +106,21 @@ class LeaseKeeper:
                     "%d running task(s) lost their claim: another delivery may run them too.",
                     len(holders) - renewed,
                 )
+            for task_id in Receipt.objects.cancelled_among(list(holders)):
+                self._learn_cancelled(task_id)
         except Exception as error:  # the next round tries again; the lease has room for it
             logger.warning("Could not renew the claims of running tasks: %s", error)
         finally:
             connection.close()  # this thread's own connection: hold none between rounds
+
+    def _learn_cancelled(self, task_id: str) -> None:
+        held = self._held.get(task_id)
+        if held is None or held.cancelled.is_set():
+            return
+        held.cancelled.set()
+        logger.info("Task %s was cancelled: cancelled() is now true inside it.", task_id)
+        if held.on_cancel is not None:
+            held.on_cancel()
 
 
 keeper = LeaseKeeper()

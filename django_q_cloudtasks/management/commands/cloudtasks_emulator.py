@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import EMULATOR_ENV, cluster_names, queue_settings
 from ...emulator import Emulator
+from ...emulator.jobs import DEFAULT_MAX_RETRIES, JobRecord
 from ...emulator.state import DEFAULT_DEDUP_WINDOW
 from ...emulator.ticker import Ticker
 from ...exceptions import ConfigurationError
@@ -24,7 +27,8 @@ class Command(BaseCommand):
     help = (
         "Run a local Cloud Tasks emulator: the gRPC API on ADDRESS, ID-token certificates "
         "one port above, this project's queues created on start, and its tick called every "
-        "minute as Cloud Scheduler calls it in production."
+        "minute as Cloud Scheduler calls it in production. With the jobs extra installed, "
+        "it also runs the Cloud Run jobs of the project's job clusters, as local processes."
     )
     # It serves any project, even one whose settings are not finished yet.
     requires_system_checks: list[str] = []
@@ -82,10 +86,26 @@ class Command(BaseCommand):
             action="store_true",
             help="Send the --duplicates copies one after another instead of at once.",
         )
+        parser.add_argument(
+            "--job-command",
+            metavar="COMMAND",
+            help="The command of the project's Cloud Run jobs, as their container runs it "
+            "(default: this project's manage.py cloudtasks_execute, with this Python).",
+        )
+        parser.add_argument(
+            "--job-retries",
+            type=int,
+            default=DEFAULT_MAX_RETRIES,
+            metavar="N",
+            help="Tries again a job task that failed up to N times, as a job's max retries "
+            "(default: %(default)s, as Cloud Run's).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["duplicates"] < 1:
             raise CommandError("--duplicates must be 1 or more.")
+        if options["job_retries"] < 0:
+            raise CommandError("--job-retries must be 0 or more.")
         address = options["address"] or self._configured_address() or DEFAULT_ADDRESS
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
@@ -108,6 +128,7 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(str(error)) from error
         created = [queue for queue in queues if emulator.ensure_queue(queue)]
+        jobs = self._settings_jobs(emulator, options) if emulator.serves_jobs else []
         emulator.start()
         ticker = self._ticker(emulator, options["tick_every"])
         stopped = threading.Event()
@@ -117,6 +138,8 @@ class Command(BaseCommand):
         self.stdout.write(f"  ID-token certificates: {emulator.certs_url}")
         for queue in sorted(emulator.store.queues):
             self.stdout.write(f"  queue {queue}{' (created)' if queue in created else ''}")
+        for job in jobs:
+            self.stdout.write(f"  Cloud Run job {job.name}: {shlex.join(job.command)}")
         if ticker:
             self.stdout.write(f"  tick: POST {ticker.url} every {ticker.every:g} s")
         if options["duplicates"] > 1:
@@ -170,6 +193,32 @@ class Command(BaseCommand):
             self.stderr.write(f"Not creating the project's queues: {error}")
             return []
 
+    def _settings_jobs(self, emulator: Emulator, options: dict[str, Any]) -> list[JobRecord]:
+        """The Cloud Run job of every job cluster, run by this project's code."""
+        try:
+            names = {queue_settings(name).job for name in cluster_names()} - {None}
+        except ConfigurationError as error:
+            self.stderr.write(f"Not creating the project's Cloud Run jobs: {error}")
+            return []
+        command = (
+            shlex.split(options["job_command"])
+            if options["job_command"]
+            else [*_this_project(), "cloudtasks_execute"]
+        )
+        jobs = [
+            JobRecord(
+                str(name),
+                command,
+                env=dict(os.environ),  # the settings the project's server runs with here
+                cwd=os.getcwd(),
+                max_retries=options["job_retries"],
+            )
+            for name in sorted(names, key=str)
+        ]
+        for job in jobs:
+            emulator.ensure_job(job)
+        return jobs
+
     def _log_deliveries(self, verbosity: int) -> None:
         emulator_logger = logging.getLogger("django_q_cloudtasks.emulator")
         if verbosity > 0 and not emulator_logger.handlers:
@@ -178,3 +227,11 @@ class Command(BaseCommand):
             emulator_logger.addHandler(handler)
             emulator_logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
             emulator_logger.propagate = False
+
+
+def _this_project() -> list[str]:
+    """How this process was started, as a command that runs another management command."""
+    script = Path(sys.argv[0])
+    if script.name == "manage.py":
+        return [sys.executable, str(script.resolve())]
+    return [sys.executable, "-m", "django"]  # DJANGO_SETTINGS_MODULE is in the environment

@@ -1,0 +1,85 @@
+"""Cancelling a task: ``django_q_cloudtasks.cancel(task_id)``.
+
+What it does depends on where the task is:
+
+* **Waiting** in Cloud Tasks, for its first delivery or for a retry: its receipt is marked
+  finished and cancelled before anything else, so that a delivery already on its way runs
+  nothing, then its Cloud Task and its package are deleted. It never runs (again).
+* **Running in a Cloud Run job execution**: the execution is cancelled. Cloud Run sends it
+  SIGTERM, which raises ``TaskCancelled`` inside the task, and SIGKILL 10 s later; the
+  Failure row says it was cancelled, and it is not retried.
+* **Running in a receiver**: cancellation is cooperative. ``cancelled()`` turns true inside
+  the task within seconds (the lease renewal brings the news); a task that then raises
+  ``TaskCancelled`` fails as cancelled, and is not retried.
+* **Finished**: nothing is done.
+
+A task whose process dies after the call is not run again: the next delivery records it as
+cancelled instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from . import payloads
+from .conf import QueueSettings, cluster_names, queue_settings
+from .exceptions import ExecutionError, QueueUnavailable
+from .gcp import jobs
+from .gcp.tasks import delete_task
+from .models import Receipt
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+
+class Cancellation(enum.Enum):
+    """What ``cancel()`` found, and did."""
+
+    DELETED = "deleted"  # it was waiting: it will never run
+    STOPPING = "stopping"  # a job execution runs it: Cloud Run stops the execution
+    ASKED = "asked"  # a receiver runs it: cancelled() turns true inside it
+    FINISHED = "finished"  # it had finished: nothing to cancel
+
+
+def cancel(task_id: str, *, cluster: str | None = None) -> Cancellation:
+    """Cancel the django-q task ``task_id``: see the module's docstring.
+
+    ``cluster``: the task's cluster, where a waiting task is looked for; by default the
+    cluster of its receipt if it has one, else every cluster ``Q_CLUSTER`` defines.
+    """
+    before = Receipt.objects.request_cancel(task_id, cluster or _main())
+    if before is not None and before.state == Receipt.State.DONE:
+        return Cancellation.FINISHED
+    if before is not None and before.state == Receipt.State.RUNNING:
+        return _stop(queue_settings(before.cluster), task_id, before.execution)
+    names = [before.cluster] if before is not None else ([cluster] if cluster else cluster_names())
+    for queue in {queue_settings(name).queue_path: queue_settings(name) for name in names}.values():
+        _delete_waiting(queue, task_id)
+    payloads.discard(task_id)
+    logger.info("Cancelled task %s: it will not run.", task_id)
+    return Cancellation.DELETED
+
+
+def _main() -> str:
+    return cluster_names()[0]
+
+
+def _stop(queue: QueueSettings, task_id: str, execution: str) -> Cancellation:
+    if not queue.runs_in_job:
+        logger.info("Asked task %s to stop: cancelled() is true inside it within seconds.", task_id)
+        return Cancellation.ASKED
+    if execution:  # else the execution, once it starts, finds the task cancelled
+        try:
+            jobs.cancel(queue, execution)
+        except ExecutionError as error:
+            # The execution's lease renewal learns of the cancellation, and stops the task.
+            logger.warning("Task %s: %s It stops within seconds all the same.", task_id, error)
+    logger.info("Cancelled task %s: %s stops.", task_id, execution or "its execution")
+    return Cancellation.STOPPING
+
+
+def _delete_waiting(queue: QueueSettings, task_id: str) -> None:
+    try:
+        delete_task(queue, task_id)
+    except QueueUnavailable as error:  # its receipt keeps any delivery from running it
+        logger.warning("Could not delete task %s from its queue: %s", task_id, error)

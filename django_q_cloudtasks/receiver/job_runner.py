@@ -1,0 +1,144 @@
+"""A job cluster's task, inside the Cloud Run job execution the receiver started for it
+(``launcher.py``): ``python manage.py cloudtasks_execute``, the job's command.
+
+The execution's environment names the task and the claim the receiver took for it. The run:
+
+1. adopts the claim. Only one execution does, so a task runs once even if two executions
+   were started for it; a later attempt of the same execution (Cloud Run retries an attempt
+   that died) takes over at once, and its earlier run counts as lost;
+2. reads the package from the database (``payloads.py``) and checks its signature;
+3. runs the task as the receiver does (``execution.py``), in the main thread, so that
+   django-q's timeout holds, its claim renewed while it runs;
+4. on SIGTERM, which Cloud Run sends to an execution it cancels, raises ``TaskCancelled``
+   inside the task's function;
+5. once the task is done, deletes its package and its Cloud Task, which would otherwise
+   come back to the receiver once more to learn that.
+
+It exits 0 once the task has an outcome (a failure to retry included: Cloud Tasks' next
+delivery starts another execution after its backoff), and 1 when it could not record one
+(the database down: an exception), so that Cloud Run tries the attempt again.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import FrameType
+
+from .. import payloads, wire
+from ..conf import QueueSettings, queue_settings
+from ..exceptions import BadBody, CodeMissing, QueueUnavailable, TaskCancelled
+from ..gcp.tasks import delete_task
+from ..models import Receipt
+from . import execution
+from .leases import LEASE
+
+logger = logging.getLogger("django_q_cloudtasks")
+
+# What the receiver puts in the execution's environment.
+TASK_ENV = "DJANGO_Q_CLOUDTASKS_TASK"  # the django-q task id
+HOLDER_ENV = "DJANGO_Q_CLOUDTASKS_HOLDER"  # the claim's holder token
+CLOUD_TASK_ENV = "DJANGO_Q_CLOUDTASKS_CLOUD_TASK"  # the Cloud Task that delivered it
+STOPPED = "The Cloud Run execution running the task was stopped (SIGTERM)."
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the run did, for the command to print, and its exit code."""
+
+    exit_code: int
+    message: str
+
+
+def run(environ: Mapping[str, str]) -> Report:
+    """Run the task ``environ`` names, once."""
+    task_id, holder = environ.get(TASK_ENV), environ.get(HOLDER_ENV)
+    if not task_id or not holder:
+        return Report(
+            2,
+            f"{TASK_ENV} and {HOLDER_ENV} are not set: this command runs in a Cloud Run job "
+            "execution that the receiver starts for a task.",
+        )
+    cluster = Receipt.objects.filter(task_id=task_id).values_list("cluster", flat=True).first()
+    if cluster is None:
+        return Report(0, f"Task {task_id} was never claimed: nothing to run.")
+    queue = queue_settings(cluster)
+    retried = int(environ.get("CLOUD_RUN_TASK_ATTEMPT") or 0) > 0
+    if not Receipt.objects.adopt(
+        task_id, holder, _execution(queue, environ), LEASE, retried=retried
+    ):
+        return Report(0, f"Task {task_id} has finished, or another execution runs it.")
+    try:
+        task = wire.read_package(_package(task_id))
+    except (BadBody, CodeMissing) as error:
+        # The receiver read it: this execution's image or settings differ from the service's.
+        Receipt.objects.release(task_id, holder, lost=True)
+        logger.error("Task %s cannot run in this execution: %s", task_id, error)
+        return Report(0, f"Task {task_id} cannot run here: {error} Its run counts as lost.")
+    task["cluster"] = queue.cluster
+    outcome, lost = execution.settle(task, queue, holder)
+    if outcome is None:
+        with _stopped_by_sigterm():
+            outcome = execution.run_claimed(
+                task,
+                queue,
+                holder,
+                previous_attempts=lost,
+                lost=lost,
+                hold_for=queue.execution_timeout(task.get("timeout", queue.timeout)),
+                on_cancel=_stop_main_thread,
+            )
+    if outcome.done:
+        _clean_up(queue, task_id, environ.get(CLOUD_TASK_ENV, ""))
+    return Report(0, f"Task {task['name']} ({wire.func_name(task)}): {outcome.verdict.value}.")
+
+
+def _execution(queue: QueueSettings, environ: Mapping[str, str]) -> str:
+    """This execution's resource name, from what Cloud Run sets; made up when run by hand."""
+    short = environ.get("CLOUD_RUN_EXECUTION") or f"by-hand-{os.getpid()}"
+    return f"{queue.job}/executions/{short}"
+
+
+def _package(task_id: str) -> bytes:
+    package = payloads.stored(task_id)
+    if package is None:  # the receiver read it before starting the execution
+        raise BadBody(f"The package of task {task_id} is not in the database.")
+    return package.encode()
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """While the block runs, SIGTERM raises TaskCancelled inside the task's function; outside
+    it (django-q saving the result), the result is saved first."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if execution.in_function():
+            raise TaskCancelled(STOPPED)
+        logger.warning("SIGTERM while the task's result is saved: the save goes on first.")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_main_thread() -> None:
+    """A cancellation the lease renewal learnt of: stop the task as Cloud Run's SIGTERM
+    does, in case cancelling the execution failed."""
+    _thread.interrupt_main(signal.SIGTERM)
+
+
+def _clean_up(queue: QueueSettings, task_id: str, cloud_task: str) -> None:
+    payloads.discard(task_id)
+    if not cloud_task:
+        return
+    try:
+        delete_task(queue, cloud_task)
+    except QueueUnavailable as error:  # its next delivery finds the task done
+        logger.warning("Could not delete Cloud Task %s: %s", cloud_task, error)
