@@ -107,6 +107,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
     def _create(self, task: str, package: dict[str, Any], *, new: bool) -> str:
         task_id: str = package["id"]
         body, content_type = task.encode(), wire.PACKAGE_CONTENT_TYPE
+        stored = False  # a payload stored by this call, to discard if no Cloud Task is made
         qs = self.settings
         if new and len(body) > qs.max_package_bytes:  # a hop was measured when enqueued
             raise EnqueueError(
@@ -118,8 +119,8 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
             )
         # A job execution reads the package from the database (receiver/job_runner.py).
         if len(body) > wire.MAX_TASK_BODY_BYTES or qs.runs_in_job:
-            payloads.store(task_id, task)
-            body = wire.reference(task_id, task, name=package["name"], func=wire.func_name(package))
+            kept, stored = payloads.store(task_id, task, replace=not new)
+            body = wire.reference(task_id, kept, name=package["name"], func=wire.func_name(package))
             content_type = wire.REFERENCE_CONTENT_TYPE
         name, schedule_time = delays.next_hop(task_id, package.get("run_after"), timezone.now())
         timeout = package.get("timeout")
@@ -136,8 +137,9 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
             )
         except EnqueueError:
             # A new task not enqueued must not run: a stray Cloud Task finds no payload. A hop
-            # keeps it: the delivery that forwards it is retried.
-            if new and content_type == wire.REFERENCE_CONTENT_TYPE:
+            # keeps it: the delivery that forwards it is retried; so does an earlier Cloud
+            # Task of the same id, whose payload this call did not store.
+            if new and stored:
                 payloads.discard(task_id)
             raise
         return task_id

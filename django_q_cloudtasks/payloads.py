@@ -25,11 +25,19 @@ from .wire import Reference, digest
 COMMIT_WAIT_SECONDS = 600
 
 
-def store(task_id: str, package: str) -> None:
-    """Keep ``package`` for ``task_id``; a Cloud Task then refers to it (``wire.reference``)."""
-    Payload.objects.update_or_create(
-        task_id=task_id, defaults={"package": package, "created": timezone.now()}
-    )
+def store(task_id: str, package: str, *, replace: bool = False) -> tuple[str, bool]:
+    """Keep ``package`` for ``task_id``; a Cloud Task then refers to it (``wire.reference``).
+
+    Returns the package kept, and whether it was stored now. A task enqueued again under
+    its id keeps the package its first Cloud Task refers to, as Cloud Tasks keeps that
+    task (ALREADY_EXISTS), unless ``replace``: a hop on its way sends the same task on.
+    """
+    defaults = {"package": package, "created": timezone.now()}
+    if replace:
+        Payload.objects.update_or_create(task_id=task_id, defaults=defaults)
+        return package, True
+    kept, created = Payload.objects.get_or_create(task_id=task_id, defaults=defaults)
+    return kept.package, created
 
 
 def load(reference: Reference) -> str:

@@ -1,5 +1,7 @@
 """System checks report each misconfiguration at start-up, with its id."""
 
+import importlib.util
+
 import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
@@ -156,6 +158,31 @@ def test_a_cluster_without_a_timeout_is_a_warning(configure):
     assert message.id == "django_q_cloudtasks.W007"
     assert "Cluster 'second' has no timeout: Cloud Tasks waits 600 s" in message.msg
     assert "second time" in message.msg
+
+
+def test_a_job_cluster_without_a_timeout_is_a_warning_about_the_jobs_own(configure):
+    long = {"timeout": None, "cloud_tasks": {"target": "cloud_run_job", "job": "worker"}}
+    configure(q_cluster={"ALT_CLUSTERS": {"long": long}})
+    (message,) = [m for m in run_checks() if m.id.startswith("django_q_cloudtasks")]
+    assert message.id == "django_q_cloudtasks.W007"
+    assert "the Cloud Run job's own task timeout (10 minutes" in message.msg
+    assert "at most 604740 s" in message.hint
+
+
+def test_a_job_cluster_without_the_cloud_run_client_is_an_error(configure, monkeypatch):
+    long = {"timeout": 60, "cloud_tasks": {"target": "cloud_run_job", "job": "worker"}}
+    configure(q_cluster={"ALT_CLUSTERS": {"long": long}})
+    assert check_ids() == []  # google-cloud-run is installed here
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "google.cloud.run_v2" else real_find_spec(name, *args),
+    )
+    (message,) = [m for m in run_checks() if m.id.startswith("django_q_cloudtasks")]
+    assert message.id == "django_q_cloudtasks.E021"
+    assert "Cluster(s) 'long' run their tasks in a Cloud Run job" in message.msg
+    assert message.hint == "pip install 'django-q-cloudtasks[jobs]'"
 
 
 @pytest.mark.parametrize(

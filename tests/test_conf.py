@@ -318,3 +318,78 @@ def test_an_alt_clusters_own_values_win_over_conf(monkeypatch):
     second = queue_settings("second")
     assert (second.max_attempts, second.timeout) == (2, 10)  # ALT_CLUSTERS["second"]
     assert second.ack_failures is True  # not set there: django-q's
+
+
+def job_cluster(**cloud_tasks):
+    """Q_CLUSTER changes that add the job cluster "long", its cloud_tasks changed."""
+    long = {"timeout": 7200, "cloud_tasks": {"target": "cloud_run_job", "job": "worker"}}
+    long["cloud_tasks"].update(cloud_tasks)
+    return {"ALT_CLUSTERS": {"second": {"cloud_tasks": {"queue": "second-queue"}}, "long": long}}
+
+
+def test_a_job_cluster_runs_its_tasks_in_the_job_of_its_project_and_location(configure):
+    configure(q_cluster=job_cluster())
+    long = queue_settings("long")
+    assert long.runs_in_job
+    assert long.job == "projects/test-project/locations/europe-west1/jobs/worker"
+    assert (long.timeout, long.execution_timeout(long.timeout)) == (7200, 7260)
+    assert long.deadline_for(7200) == 60  # the receiver answers once the execution started
+    assert not queue_settings().runs_in_job
+    assert queue_settings().job is None
+
+
+def test_a_job_can_be_named_by_its_resource_name(configure):
+    other = "projects/other-project/locations/us-central1/jobs/batch"
+    configure(q_cluster=job_cluster(job=other))
+    assert queue_settings("long").job == other
+
+
+def test_a_job_clusters_timeout_may_reach_cloud_run_jobs_168_hours(configure):
+    change = job_cluster()
+    change["ALT_CLUSTERS"]["long"]["timeout"] = 168 * 3600 - 60
+    configure(q_cluster=change)
+    assert queue_settings("long").execution_timeout(168 * 3600 - 60) == 168 * 3600
+
+
+def test_a_timeout_beyond_cloud_run_jobs_limit_is_refused(configure):
+    change = job_cluster()
+    change["ALT_CLUSTERS"]["long"]["timeout"] = 168 * 3600
+    configure(q_cluster=change)
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings("long")
+    assert raised.value.check_id == "django_q_cloudtasks.E020"
+    assert "Lower the timeout to 604740 s" in str(raised.value)
+
+
+def test_a_timeout_too_long_for_the_receiver_points_at_job_clusters(configure):
+    configure(q_cluster={"timeout": 7200})
+    with pytest.raises(ConfigurationError, match='"target": "cloud_run_job"'):
+        queue_settings()
+
+
+@pytest.mark.parametrize(
+    ("cloud_tasks", "words"),
+    [
+        ({"target": "cloud_run"}, "Cluster 'long' has target 'cloud_run'."),
+        ({"job": None}, 'has target "cloud_run_job", but no "job"'),
+        ({"job": "Worker_1"}, "'Worker_1' is not a Cloud Run job name"),
+        ({"job": "projects/p/locations/l/jobs/Bad"}, "is not a Cloud Run job name"),
+        ({"job": "projects/p/jobs/worker"}, "is not a Cloud Run job name"),
+        ({"job": 7}, "7 is not a Cloud Run job name"),
+        ({"target": "http"}, "names the Cloud Run job 'worker', but its tasks run in the receiver"),
+    ],
+)
+def test_a_wrong_job_setting_raises_a_clear_error(configure, cloud_tasks, words):
+    configure(q_cluster=job_cluster(**cloud_tasks))
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings("long")
+    assert raised.value.check_id == "django_q_cloudtasks.E019"
+    assert words in str(raised.value)
+
+
+def test_alt_clusters_inherit_the_main_clusters_job(configure):
+    configure(target="cloud_run_job", job="worker", q_cluster={"timeout": 7200})
+    assert queue_settings("second").job == queue_settings().job
+    http = {"timeout": 10, "cloud_tasks": {"target": "http"}}
+    configure(q_cluster={"ALT_CLUSTERS": {"second": http}})
+    assert not queue_settings("second").runs_in_job  # the inherited job is not its own

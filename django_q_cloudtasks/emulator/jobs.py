@@ -1,7 +1,7 @@
 """Cloud Run Jobs, as the emulator runs them: each execution's tasks are local processes.
 
-A job is a command (the container's), an environment, a task timeout and a number of
-retries. RunJob starts an execution: each of its tasks runs the command once, with the
+A job is a command and its arguments (the container's entry point and arguments), an
+environment, a task timeout and a number of retries. RunJob starts an execution: each of its tasks runs the command once, with the
 execution's overrides merged into the environment and the variables Cloud Run sets
 (``CLOUD_RUN_JOB``, ``CLOUD_RUN_EXECUTION``, ``CLOUD_RUN_TASK_INDEX``,
 ``CLOUD_RUN_TASK_ATTEMPT``, ``CLOUD_RUN_TASK_COUNT``). As on Cloud Run:
@@ -55,7 +55,8 @@ EXECUTION_NAME = re.compile(r"^(projects/[^/]+/locations/[^/]+/jobs/[^/]+)/execu
 @dataclass
 class JobRecord:
     name: str
-    command: list[str]
+    command: list[str]  # the entry point
+    args: list[str] = field(default_factory=list)  # what RunJob's args override replaces
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
@@ -280,7 +281,7 @@ class Jobs:
     def _attempt(self, execution: ExecutionRecord, index: int, attempt: int) -> int | None:
         """Run one attempt of a task; its exit code, or None when it outlived its timeout."""
         job = execution.job
-        command = job.command[:1] + execution.args if execution.args else job.command
+        command = job.command + (job.args if execution.args is None else execution.args)
         env = {
             **execution.env,
             "CLOUD_RUN_JOB": job.job_id,

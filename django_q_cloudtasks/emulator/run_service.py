@@ -99,10 +99,10 @@ def _job(job: JobRecord) -> run_v2.Job:
 
 
 def _task_template(job: JobRecord, execution: ExecutionRecord | None) -> run_v2.TaskTemplate:
-    args = execution.args if execution and execution.args is not None else job.command[1:]
+    args = execution.args if execution and execution.args is not None else job.args
     timeout = execution.timeout if execution else job.timeout
     return run_v2.TaskTemplate(
-        containers=[run_v2.Container(command=job.command[:1], args=args)],
+        containers=[run_v2.Container(command=job.command, args=args)],
         max_retries=job.max_retries,
         timeout=datetime.timedelta(seconds=timeout),
     )

@@ -6,8 +6,8 @@ task are turned away. While a task runs, one thread per process renews the lease
 task the process is running. A process that dies, or loses its database, stops renewing,
 so its claim runs out within ``LEASE`` and the next delivery takes the task over.
 
-Each renewal also asks which of those tasks ``cancel()`` has asked to stop, so that
-``cancelled()`` turns true inside them within ``RENEW_EVERY`` seconds.
+The same thread asks, twice as often, which of those tasks ``cancel()`` has asked to stop,
+so that ``cancelled()`` turns true inside them within ``CHECK_EVERY`` seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ logger = logging.getLogger("django_q_cloudtasks")
 LEASE = timedelta(seconds=30)
 # Renewals per lease: two may fail (a database hiccup) before the lease runs out.
 RENEW_EVERY = LEASE.total_seconds() / 3
+# How often the thread asks whether a task it holds was cancelled: one indexed query.
+CHECK_EVERY = RENEW_EVERY / 2
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ class LeaseKeeper:
                 self._held.pop(task_id, None)
 
     def _renew_while_held(self) -> None:
+        renewed = time.monotonic()
         while True:
-            time.sleep(RENEW_EVERY)
+            time.sleep(CHECK_EVERY)
             with self._lock:
                 if not self._held:
                     self._thread = None  # the next holding() starts a new thread
@@ -84,28 +87,28 @@ class LeaseKeeper:
                 due = {
                     task_id: held.holder for task_id, held in self._held.items() if held.until > now
                 }
-            if due:
-                self._renew(due)
+            if not due:
+                continue
+            renew = time.monotonic() - renewed >= RENEW_EVERY
+            self._look_after(due, renew=renew)
+            if renew:
+                renewed = time.monotonic()
 
     def is_cancelled(self, task_id: str) -> bool:
         """Whether ``task_id``, held here, was cancelled, as far as this process has learnt."""
         held = self._held.get(task_id)
         return held is not None and held.cancelled.is_set()
 
-    def mark_cancelled(self, task_id: str) -> None:
-        """Learn of a cancellation another way (a job execution's SIGTERM)."""
-        held = self._held.get(task_id)
-        if held is not None:
-            held.cancelled.set()
-
-    def _renew(self, holders: dict[str, str]) -> None:
+    def _look_after(self, holders: dict[str, str], *, renew: bool) -> None:
+        """Renew the claims (task id -> holder), if ``renew``, and learn which were cancelled."""
         try:
-            renewed = Receipt.objects.renew(holders, LEASE)
-            if renewed < len(holders):
-                logger.warning(
-                    "%d running task(s) lost their claim: another delivery may run them too.",
-                    len(holders) - renewed,
-                )
+            if renew:
+                renewed = Receipt.objects.renew(holders, LEASE)
+                if renewed < len(holders):
+                    logger.warning(
+                        "%d running task(s) lost their claim: another delivery may run them too.",
+                        len(holders) - renewed,
+                    )
             for task_id in Receipt.objects.cancelled_among(list(holders)):
                 self._learn_cancelled(task_id)
         except Exception as error:  # the next round tries again; the lease has room for it

@@ -58,8 +58,10 @@ def _start_emulator(
     request: pytest.FixtureRequest,
     log: Path,
     options: Sequence[str] = (),
+    project_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """The built-in emulator also calls the server's tick every minute, as in production."""
+    """The built-in emulator also calls the server's tick every minute, as in production,
+    and runs the project's Cloud Run jobs, in the project's environment."""
     if kind == "built-in":
         command: list[Any] = [
             sys.executable,
@@ -84,6 +86,7 @@ def _start_emulator(
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "tests.project.settings",
         "DJQ_RECEIVER_URL": f"http://127.0.0.1:{server_port}/_tasks/",
+        **(project_env or {}),
     }
     return subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
@@ -100,11 +103,14 @@ def running_stack(
     workers: int = 2,
     database_port: int | None = None,
     server_env: dict[str, str] | None = None,
+    project_env: dict[str, str] | None = None,
+    request_timeout: int = 120,
 ) -> Iterator[dict[str, str]]:
     """An emulator, and a gunicorn serving the test project on the test database.
 
     ``database_port`` points the server at PostgreSQL through a test's proxy;
-    ``server_env`` adds to the server's environment.
+    ``server_env`` adds to the server's environment, ``project_env`` to the emulator's and
+    its Cloud Run jobs' too; ``request_timeout`` is gunicorn's worker timeout.
     """
     database_name = str(connection.settings_dict["NAME"])
     server_port, emulator_port = free_port(), free_port_pair()
@@ -117,10 +123,16 @@ def running_stack(
     }
     # This process's clients of an emulator that was on this port before back off: drop them.
     forget(stack["emulator_host"])
+    env = _project_env(stack, database_name) | (project_env or {})
     emulator_process = _start_emulator(
-        emulator, emulator_port, server_port, request, logs / "emulator.log", emulator_options
+        emulator,
+        emulator_port,
+        server_port,
+        request,
+        logs / "emulator.log",
+        emulator_options,
+        env if emulator == "built-in" else None,
     )
-    env = _project_env(stack, database_name)
     if database_port is not None:
         env["DJQ_DB_PORT"] = str(database_port)
     env.update(server_env or {})
@@ -135,7 +147,7 @@ def running_stack(
             "-w",
             str(workers),
             "--timeout",
-            "120",
+            str(request_timeout),
             "--access-logfile",
             "-",
         ],
@@ -144,6 +156,7 @@ def running_stack(
         stdout=(logs / "server.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+    stack["server_pid"] = str(server.pid)
     try:
         wait_for_port(emulator_port, emulator_process)
         wait_for_port(server_port, server)

@@ -12,6 +12,7 @@ Environment:
   DJQ_CACHE_URL      a Redis URL (redis://HOST:PORT/DB): the cache is Redis, shared by the
                      live servers and the tests (qinfo, qmonitor); else LocMemCache
   DJQ_CACHE_PREFIX   the cache's KEY_PREFIX with DJQ_CACHE_URL: one per test run sharing a Redis
+  DJQ_JOB_CLUSTER    1: the cluster "long" runs its tasks in the Cloud Run job "tests-worker"
 """
 
 import os
@@ -114,6 +115,14 @@ Q_CLUSTER = {
         "second": {"timeout": 10, "max_attempts": 2, "cloud_tasks": {"queue": "second-queue"}},
     },
 }
+# A job cluster: each of its tasks runs in an execution of a Cloud Run job.
+JOB_CLUSTER = {
+    "timeout": 7200,
+    "max_attempts": 2,
+    "cloud_tasks": {"target": "cloud_run_job", "job": "tests-worker", "queue": "long-queue"},
+}
+if os.environ.get("DJQ_JOB_CLUSTER") == "1":
+    Q_CLUSTER["ALT_CLUSTERS"]["long"] = JOB_CLUSTER
 
 LOGGING = {
     "version": 1,

@@ -79,5 +79,41 @@ def die_after_saving(task: Any) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def where_it_runs(path: str, seconds: float) -> dict[str, Any]:
+    """Appends where this run happens (process id, Cloud Run execution), then sleeps."""
+    here = {"pid": os.getpid(), "execution": os.environ.get("CLOUD_RUN_EXECUTION", "")}
+    append(path, f"{here['pid']} {here['execution']}\n")
+    time.sleep(seconds)
+    return here
+
+
+def until_cancelled(path: str, seconds: float = 60) -> str:
+    """Appends a line, then loops until ``cancelled()`` turns true (at most ``seconds``):
+    appends how long that took, and stops as cancelled."""
+    from django_q_cloudtasks import TaskCancelled, cancelled
+
+    started = time.monotonic()
+    append(path, "ran\n")
+    while not cancelled():
+        if time.monotonic() - started > seconds:
+            return "never cancelled"
+        time.sleep(0.05)
+    append(path, f"cancelled after {time.monotonic() - started:.2f}\n")
+    raise TaskCancelled()
+
+
+def clean_up_when_cancelled(path: str, seconds: float) -> float:
+    """Appends its process id, then sleeps; appends "cleaned up" when it is cancelled."""
+    from django_q_cloudtasks import TaskCancelled
+
+    append(path, f"{os.getpid()}\n")
+    try:
+        time.sleep(seconds)
+    except TaskCancelled:
+        append(path, "cleaned up\n")
+        raise
+    return seconds
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

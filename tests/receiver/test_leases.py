@@ -16,6 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def fast_renewals(monkeypatch):
     monkeypatch.setattr(leases, "RENEW_EVERY", 0.05)
+    monkeypatch.setattr(leases, "CHECK_EVERY", 0.05)
 
 
 def lease_left(task_id: str) -> timedelta:

@@ -139,7 +139,7 @@ class Command(BaseCommand):
         for queue in sorted(emulator.store.queues):
             self.stdout.write(f"  queue {queue}{' (created)' if queue in created else ''}")
         for job in jobs:
-            self.stdout.write(f"  Cloud Run job {job.name}: {shlex.join(job.command)}")
+            self.stdout.write(f"  Cloud Run job {job.name}: {shlex.join(job.command + job.args)}")
         if ticker:
             self.stdout.write(f"  tick: POST {ticker.url} every {ticker.every:g} s")
         if options["duplicates"] > 1:
@@ -200,15 +200,16 @@ class Command(BaseCommand):
         except ConfigurationError as error:
             self.stderr.write(f"Not creating the project's Cloud Run jobs: {error}")
             return []
-        command = (
-            shlex.split(options["job_command"])
+        command, args = (
+            (shlex.split(options["job_command"]), [])
             if options["job_command"]
-            else [*_this_project(), "cloudtasks_execute"]
+            else (_this_project(), ["cloudtasks_execute"])
         )
         jobs = [
             JobRecord(
                 str(name),
                 command,
+                args,
                 env=dict(os.environ),  # the settings the project's server runs with here
                 cwd=os.getcwd(),
                 max_retries=options["job_retries"],
