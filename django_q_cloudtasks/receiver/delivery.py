@@ -174,6 +174,8 @@ def take_task(delivery: Delivery) -> Result:
     if how is not Arrival.DUE:
         _log_early(task, how, now)
     if queue.runs_in_job:
+        if not by_reference:  # enqueued before its cluster ran in a job
+            payloads.store(task["id"], package.decode("ascii"))
         try:
             outcome = launcher.supervise(task, cloud_task=delivery.cloud_task)
         except ExecutionError as error:

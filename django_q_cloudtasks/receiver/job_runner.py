@@ -21,11 +21,11 @@ delivery starts another execution after its backoff), and 1 when it could not re
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
@@ -130,8 +130,9 @@ def _stopped_by_sigterm() -> Iterator[None]:
 
 def _stop_main_thread() -> None:
     """A cancellation the lease renewal learnt of: stop the task as Cloud Run's SIGTERM
-    does, in case cancelling the execution failed."""
-    _thread.interrupt_main(signal.SIGTERM)
+    does, in case cancelling the execution failed. A real signal, to the main thread: it
+    interrupts a sleep or a blocking call, as Cloud Run's does."""
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
 
 def _clean_up(queue: QueueSettings, task_id: str, cloud_task: str) -> None:

@@ -115,5 +115,21 @@ def clean_up_when_cancelled(path: str, seconds: float) -> float:
     return seconds
 
 
+def stopped_by_sigterm(path: str, task_id: str, *, cancel_first: bool) -> str:
+    """Appends a line, sends this process SIGTERM (as Cloud Run does to an execution it
+    cancels), having marked its task cancelled first if told to; appends if not stopped."""
+    from django.utils import timezone
+
+    from django_q_cloudtasks.models import Receipt
+
+    if cancel_first:
+        Receipt.objects.filter(task_id=task_id).update(cancelled=timezone.now())
+    append(path, "ran\n")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    append(path, "not stopped\n")
+    return "not stopped"
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

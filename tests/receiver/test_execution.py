@@ -28,7 +28,7 @@ def runs(trace: Path) -> int:
     return len(trace.read_text()) if trace.exists() else 0
 
 
-def held_by_another_delivery(task: dict, lease_left: timedelta) -> None:
+def held_by_another_delivery(task: dict, lease_left: timedelta, **fields) -> None:
     """A receipt as a delivery leaves it while running the task (or after dying in it)."""
     Receipt.objects.create(
         task_id=task["id"],
@@ -37,6 +37,7 @@ def held_by_another_delivery(task: dict, lease_left: timedelta) -> None:
         holder="another-delivery",
         lease_until=timezone.now() + lease_left,
         updated=timezone.now(),
+        **fields,
     )
 
 
@@ -86,6 +87,46 @@ def test_a_delivery_that_died_is_taken_over_once_its_lease_runs_out(deliver, tra
     assert deliver(task).json()["status"] == "succeeded"
     assert runs(trace) == 1
     assert Receipt.objects.get(task_id=task["id"]).deliveries == 2
+
+
+def test_a_run_that_died_counts_as_an_attempt(deliver, trace):
+    task = make_task("tests.project.tasks.append", str(trace), "x")
+    held_by_another_delivery(task, lease_left=timedelta(seconds=-1))
+    deliver(task)
+    assert Receipt.objects.get(task_id=task["id"]).lost == 1
+    assert Success.objects.get(id=task["id"]).attempt_count == 1
+
+
+def test_a_task_whose_runs_died_until_no_attempt_is_left_fails_without_running(deliver, trace):
+    task = make_task("tests.project.tasks.append", str(trace), "x")
+    # Two runs died before (out of memory, say); the third dies too: max_attempts is 3.
+    held_by_another_delivery(task, lease_left=timedelta(seconds=-1), lost=2)
+    response = deliver(task)
+    assert (response.status_code, response.json()["status"]) == (200, "failed")
+    assert runs(trace) == 0
+    failure = Failure.objects.get(id=task["id"])
+    assert failure.result.startswith("The process running it died 3 time(s)")
+    assert "max_attempts 3, it is not run again" in failure.result
+    assert Receipt.objects.get(task_id=task["id"]).state == Receipt.State.DONE
+
+
+def test_a_saved_failure_and_a_lost_run_add_up_to_the_attempts(deliver, trace):
+    task = make_task("tests.project.tasks.count_and_fail", str(trace), cluster="second")
+    assert deliver(task).status_code == 500  # a first failure; max_attempts is 2
+    Receipt.objects.filter(task_id=task["id"]).update(
+        state=Receipt.State.RUNNING, lease_until=timezone.now() - timedelta(seconds=1)
+    )  # a second run, which died
+    assert deliver(task, retries=2).json()["status"] == "failed"
+    assert runs(trace) == 1
+
+
+def test_a_cancelled_task_whose_delivery_died_is_not_run_again(deliver, trace):
+    task = make_task("tests.project.tasks.append", str(trace), "x")
+    held_by_another_delivery(task, lease_left=timedelta(seconds=-1), cancelled=timezone.now())
+    response = deliver(task)
+    assert (response.status_code, response.json()["status"]) == (200, "cancelled")
+    assert runs(trace) == 0
+    assert Failure.objects.get(id=task["id"]).result.startswith("TaskCancelled: ")
 
 
 def test_a_delivery_that_died_after_saving_its_success_does_not_run_again(deliver, trace):
