@@ -15,7 +15,7 @@ from django_q.models import Success
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from django_q_cloudtasks import async_task_after, wire
+from django_q_cloudtasks import CloudTasksBroker, async_task_after, wire
 from django_q_cloudtasks.exceptions import EnqueueError
 from django_q_cloudtasks.models import Payload, prune
 from tests.conftest import assert_rejected
@@ -79,6 +79,27 @@ def test_a_payload_whose_task_could_not_be_enqueued_is_deleted(configure, five_m
     with pytest.raises(EnqueueError):
         async_task("tests.project.tasks.digest", five_mb)
     assert not Payload.objects.exists()
+
+
+def test_a_big_task_enqueued_again_under_its_id_keeps_the_package_its_cloud_task_refers_to(
+    paused_cloud_tasks, deliver, five_mb
+):
+    broker = CloudTasksBroker("tests", task_id="4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a")
+    for _ in range(2):  # Cloud Tasks keeps the first task (ALREADY_EXISTS) and its body
+        async_task("tests.project.tasks.digest", five_mb, q_options={"broker": broker})
+    (cloud_task,) = paused_cloud_tasks.tasks()
+    assert deliver(**delivery_of(cloud_task)).json()["status"] == "succeeded"
+
+
+def test_a_failed_enqueue_of_a_task_already_enqueued_keeps_its_payload(
+    paused_cloud_tasks, configure, five_mb
+):
+    broker = CloudTasksBroker("tests", task_id="4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a")
+    async_task("tests.project.tasks.digest", five_mb, q_options={"broker": broker})
+    configure(emulator_host="127.0.0.1:1", enqueue_timeout=0.5)  # nothing answers there
+    with pytest.raises(EnqueueError):
+        async_task("tests.project.tasks.digest", five_mb, q_options={"broker": broker})
+    assert Payload.objects.filter(task_id="4d3c2b1a4d3c2b1a4d3c2b1a4d3c2b1a").exists()
 
 
 def test_a_reference_delivered_before_its_payload_committed_is_retried(deliver):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from django_q_cloudtasks.gcp.client import tasks_client
+from django_q_cloudtasks.gcp.client import executions_client, jobs_client, tasks_client
 from tests.support.ports import free_port_pair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,12 +18,15 @@ QUEUES = "projects/test-project/locations/europe-west1/queues"
 
 
 @contextmanager
-def emulator_command(*arguments: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def emulator_command(
+    *arguments: str, **env_vars: str
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """Runs the command until it says it is ready; yields it and what it printed."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "tests.project.settings",
+        **env_vars,
     }
     env.pop("CLOUD_TASKS_EMULATOR_HOST", None)
     process = subprocess.Popen(
@@ -85,3 +88,30 @@ def test_it_calls_the_projects_tick_every_minute_unless_told_otherwise():
         assert "  tick: POST https://tasks.example.com/_tasks/tick/ every 60 s" in printed
     with emulator_command(f"127.0.0.1:{free_port_pair()}", "--tick-every", "0") as (_, printed):
         assert not any("tick:" in line for line in printed)
+
+
+def test_it_runs_the_cloud_run_job_of_each_job_cluster_with_this_projects_code():
+    address = f"127.0.0.1:{free_port_pair()}"
+    job = "projects/test-project/locations/europe-west1/jobs/tests-worker"
+    with emulator_command(address, DJQ_JOB_CLUSTER="1") as (_, printed):
+        assert f"  queue {QUEUES}/long-queue (created)" in printed
+        assert f"  Cloud Run job {job}: {sys.executable} -m django cloudtasks_execute" in printed
+        operation = jobs_client(address).run_job(name=job)  # without a task to run
+        operation.result(timeout=60)
+        execution = executions_client(address).get_execution(name=operation.metadata.name)
+    # cloudtasks_execute ran, found no task named in its environment, and exited 2.
+    assert execution.failed_count == 1
+    assert any(
+        "DJANGO_Q_CLOUDTASKS_TASK and DJANGO_Q_CLOUDTASKS_HOLDER are not set" in line
+        for line in printed
+    )
+
+
+def test_a_negative_number_of_job_retries_is_refused():
+    with emulator_command(f"127.0.0.1:{free_port_pair()}", "--job-retries", "-1") as (
+        process,
+        printed,
+    ):
+        pass
+    assert process.returncode == 1
+    assert "--job-retries must be 0 or more." in printed[-1]

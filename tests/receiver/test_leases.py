@@ -82,3 +82,19 @@ def test_a_failed_renewal_is_logged_and_retried(fast_renewals, monkeypatch, capl
     assert len(calls) >= 2
     assert "database gone" in caplog.text
     assert lease_left("t1") > timedelta(seconds=25)
+
+
+def test_a_cancellation_is_learnt_within_a_check_and_told_once(fast_renewals):
+    keeper = leases.LeaseKeeper()
+    Receipt.objects.claim("t1", "tests", "me", leases.LEASE)
+    told = []
+    with keeper.holding(
+        "t1", "me", until=timezone.now() + timedelta(minutes=5), on_cancel=lambda: told.append(1)
+    ):
+        threading.Event().wait(0.2)
+        assert not keeper.is_cancelled("t1")
+        Receipt.objects.request_cancel("t1", "tests")
+        wait_for(lambda: keeper.is_cancelled("t1"), timeout=5)
+        threading.Event().wait(0.3)  # more checks: still told only once
+    assert told == [1]
+    assert not keeper.is_cancelled("t1")  # no longer held here
