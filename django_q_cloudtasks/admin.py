@@ -5,7 +5,8 @@ Who may do what on the queues page:
 
 * See it: active staff with any django-q permission to view or change something
   (``django_q.view_success``, ``django_q.change_schedule``...), as for django-q's lists.
-* Pause and resume a queue, run a waiting task now or delete it, replay dead letters:
+* Pause and resume a queue, run a waiting task now, delete it or cancel it (which also
+  stops it while it runs: ``cancellation.py``), replay dead letters:
   ``django_q.change_schedule``, the permission to change when django-q tasks run
   (superusers have every permission).
 
@@ -32,14 +33,16 @@ from django.db.models.functions import Length
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
 
 from .broker import CloudTasksBroker
+from .cancellation import cancel
 from .conf import QueueSettings, cluster_names, queue_settings
-from .exceptions import QueueUnavailable
+from .exceptions import CloudTasksError, QueueUnavailable
 from .gcp import queue_admin
 from .gcp.tasks import run_task
 from .models import DeadLetter, Payload, Receipt
@@ -73,18 +76,41 @@ class QueueView:
     info: queue_admin.QueueInfo | None = None
     tasks: list[queue_admin.WaitingTask] = field(default_factory=list)
     error: str = ""
+    # The listed tasks running now, by django-q id: where ("" in a receiver), from receipts.
+    running: dict[str, str] = field(default_factory=dict)
 
     @property
     def truncated(self) -> bool:
         return len(self.tasks) >= queue_admin.DEFAULT_LIMIT
 
+    @property
+    def listed(self) -> list[tuple[queue_admin.WaitingTask, str | None]]:
+        """Each task, and where it runs now: None if it does not, else its execution, or
+        "" for a receiver."""
+        return [(task, self.running.get(task.django_q_id)) for task in self.tasks]
+
 
 def read_queue(qs: QueueSettings) -> QueueView:
     """A queue and its waiting tasks; a queue that cannot be read does not hide the others."""
     try:
-        return QueueView(qs, queue_admin.inspect(qs), queue_admin.waiting_tasks(qs))
+        info = queue_admin.inspect(qs)
+        tasks = queue_admin.waiting_tasks(qs)
+        return QueueView(qs, info, tasks, running=_running(tasks))
     except QueueUnavailable as error:
         return QueueView(qs, error=str(error))
+
+
+def _running(tasks: list[queue_admin.WaitingTask]) -> dict[str, str]:
+    """Which of ``tasks`` run now, and where: a job cluster's task stays in its queue while
+    its execution runs it."""
+    ids = [task.django_q_id for task in tasks if task.django_q_id]
+    claims = Receipt.objects.filter(
+        task_id__in=ids, state=Receipt.State.RUNNING, lease_until__gt=timezone.now()
+    )
+    return {
+        task_id: execution.rsplit("/", 1)[-1]
+        for task_id, execution in claims.values_list("task_id", "execution")
+    }
 
 
 def steer(action: str, qs: QueueSettings, task_id: str) -> tuple[int, str]:
@@ -97,6 +123,11 @@ def steer(action: str, qs: QueueSettings, task_id: str) -> tuple[int, str]:
     if action == "resume":
         queue_admin.resume(qs)
         return messages.SUCCESS, f"Resumed {queue}."
+    if action == "cancel":  # task_id: the django-q task's
+        return (
+            messages.SUCCESS,
+            f"Task {task_id}: {cancel(task_id, cluster=qs.cluster).description}.",
+        )
     if action == "run":
         done = run_task(qs, task_id)
     else:  # its payload too, if it is a big task
@@ -150,7 +181,7 @@ class CloudTasksQueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     {"action": action},
                     name=f"{prefix}_{action}",
                 )
-                for action in ("run", "delete")
+                for action in ("run", "delete", "cancel")
             ),
         ]
 
@@ -176,7 +207,8 @@ class CloudTasksQueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def act(
         self, request: HttpRequest, cluster: str, action: str, task_id: str = ""
     ) -> HttpResponse:
-        """Pause, resume, run or delete, then back to the page with a message saying so."""
+        """Pause, resume, run, delete or cancel, then back to the page with a message saying
+        so."""
         if not self.has_change_permission(request):
             raise PermissionDenied
         if cluster not in cluster_names():
@@ -185,7 +217,7 @@ class CloudTasksQueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise Http404("No such Cloud Task.")
         try:
             level, message = steer(action, queue_settings(cluster), task_id)
-        except QueueUnavailable as error:
+        except CloudTasksError as error:
             level, message = messages.ERROR, str(error)
         logger.info("%s, in the admin: %s", request.user.get_username(), message)
         self.message_user(request, message, level)
@@ -285,7 +317,17 @@ class PayloadAdmin(KeptRecordAdmin):
 
 @admin.register(Receipt)
 class ReceiptAdmin(KeptRecordAdmin):
-    list_display = ("task_id", "cluster", "state", "deliveries", "lease_until", "updated")
+    list_display = (
+        "task_id",
+        "cluster",
+        "state",
+        "deliveries",
+        "lost",
+        "execution",
+        "cancelled",
+        "lease_until",
+        "updated",
+    )
     list_filter = ("state", "cluster")
     search_fields = ("task_id",)
     date_hierarchy = "updated"

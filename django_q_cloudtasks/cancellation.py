@@ -40,6 +40,16 @@ class Cancellation(enum.Enum):
     ASKED = "asked"  # a receiver runs it: cancelled() turns true inside it
     FINISHED = "finished"  # it had finished: nothing to cancel
 
+    @property
+    def description(self) -> str:
+        """What became of the task, in words for a message."""
+        return {
+            Cancellation.DELETED: "deleted from its queue: it will not run",
+            Cancellation.STOPPING: "its Cloud Run job execution is being stopped",
+            Cancellation.ASKED: "asked to stop: cancelled() is true inside it within seconds",
+            Cancellation.FINISHED: "had finished: nothing to cancel",
+        }[self]
+
 
 def cancel(task_id: str, *, cluster: str | None = None) -> Cancellation:
     """Cancel the django-q task ``task_id``: see the module's docstring.

@@ -295,6 +295,44 @@ def test_delete_removes_a_waiting_task_and_a_second_delete_warns(admin_client, p
     assert f"Task {task_id} is no longer in " in response.content.decode()
 
 
+def test_cancel_deletes_a_waiting_task_so_that_it_never_runs(admin_client, paused_cloud_tasks):
+    task_id = async_task("tests.project.tasks.echo", 1)
+    page = admin_client.get(reverse(QUEUES)).content.decode()
+    assert f'action="{url("cancel", task_id=task_id)}"' in page
+    response = admin_client.post(url("cancel", task_id=task_id), follow=True)
+    assert (
+        f'<li class="success">Task {task_id}: deleted from its queue: it will not run.</li>'
+        in response.content.decode()
+    )
+    assert paused_cloud_tasks.tasks() == []
+    assert Receipt.objects.get(task_id=task_id).cancelled is not None
+
+
+def test_a_task_running_now_says_where_and_cancel_asks_it_to_stop(admin_client, paused_cloud_tasks):
+    task_id = async_task("tests.project.tasks.echo", 1)
+    Receipt.objects.claim(task_id, "tests", "a-delivery", timedelta(minutes=5))
+    section = queue_section(admin_client.get(reverse(QUEUES)).content.decode(), "tests")
+    assert '<strong class="running">Running</strong> in a receiver' in section
+    response = admin_client.post(url("cancel", task_id=task_id), follow=True)
+    assert f"Task {task_id}: asked to stop: cancelled() is true" in response.content.decode()
+
+
+def test_a_job_clusters_task_running_now_names_its_execution(
+    admin_client, paused_cloud_tasks, configure
+):
+    long = {
+        "timeout": 60,
+        "cloud_tasks": {"target": "cloud_run_job", "job": "worker", "queue": "tests"},
+    }
+    configure(q_cluster={"ALT_CLUSTERS": {"long": long}})
+    task_id = async_task("tests.project.tasks.echo", 1, cluster="long")
+    Receipt.objects.claim(task_id, "long", "the-launcher", timedelta(minutes=5))
+    execution = "projects/test-project/locations/europe-west1/jobs/worker/executions/worker-a1b2c"
+    Receipt.objects.note_execution(task_id, "the-launcher", execution)
+    section = queue_section(admin_client.get(reverse(QUEUES)).content.decode(), "long")
+    assert "Running</strong> in execution <code>worker-a1b2c</code>" in section
+
+
 def test_an_action_on_an_unreachable_queue_shows_the_error(admin_client, configure):
     configure(emulator_host="127.0.0.1:9")
     response = admin_client.post(url("pause"), follow=True)

@@ -72,6 +72,7 @@ class WaitingTask:
     kind: str  # "task", "wake-up" or "unreadable"
     name: str
     func: str
+    django_q_id: str  # the django-q task's id, for a task; "" for the others
     schedule_time: datetime | None
     # Due later than EARLY_TOLERANCE from now: "Run now" runs it ahead of its time.
     ahead: bool
@@ -198,7 +199,7 @@ def _stats(stats: Any) -> QueueStats:
 
 
 def _describe(qs: QueueSettings, task: Any, now: datetime) -> WaitingTask:
-    kind, name, func = _contents(qs, task.http_request)
+    kind, name, func, django_q_id = _contents(qs, task.http_request)
     last = task.last_attempt if "last_attempt" in task else None
     schedule_time = task.schedule_time or None
     return WaitingTask(
@@ -206,6 +207,7 @@ def _describe(qs: QueueSettings, task: Any, now: datetime) -> WaitingTask:
         kind=kind,
         name=name,
         func=func,
+        django_q_id=django_q_id,
         schedule_time=schedule_time,
         ahead=schedule_time is not None and schedule_time - now > EARLY_TOLERANCE,
         dispatch_count=task.dispatch_count,
@@ -215,27 +217,29 @@ def _describe(qs: QueueSettings, task: Any, now: datetime) -> WaitingTask:
     )
 
 
-def _contents(qs: QueueSettings, http_request: Any) -> tuple[str, str, str]:
-    """What a task carries: a django-q task, a schedule's wake-up, or something unreadable.
-    A big task is named by its reference: its package, megabytes, stays in the database."""
+def _contents(qs: QueueSettings, http_request: Any) -> tuple[str, str, str, str]:
+    """What a task carries (a django-q task, a schedule's wake-up, or something unreadable):
+    its kind, name, function and django-q id. A big task is named by its reference: its
+    package, megabytes, stays in the database."""
     body, content_type = http_request.body, http_request.headers.get("Content-Type")
     try:
         if http_request.url == qs.schedule_url:
             schedule_id, slot = wire.read_wake_up(body)
-            return "wake-up", f"schedule {schedule_id}", f"slot {slot.isoformat()}"
+            return "wake-up", f"schedule {schedule_id}", f"slot {slot.isoformat()}", ""
         if content_type == wire.REFERENCE_CONTENT_TYPE:
             reference = wire.read_reference(body)
             return (
                 "task",
                 reference.name or reference.task_id,
                 reference.func or ("(its package is kept in the database)"),
+                reference.task_id,
             )
         if content_type != wire.PACKAGE_CONTENT_TYPE:
-            return "unreadable", "", f"content type {content_type!r}"
+            return "unreadable", "", f"content type {content_type!r}", ""
         task = wire.read_package(body)
-        return "task", str(task["name"]), wire.func_name(task)
+        return "task", str(task["name"]), wire.func_name(task), str(task["id"])
     except (BadBody, CodeMissing) as error:
-        return "unreadable", "", str(error)
+        return "unreadable", "", str(error), ""
 
 
 def _response(status: Any) -> str:

@@ -191,3 +191,18 @@ def test_a_failed_task_resubmitted_from_the_admin_runs_again_in_its_clusters_que
     assert (resubmitted.id != first_id, resubmitted.cluster) == (True, "second")
     wait_for(lambda: Failure.objects.filter(attempt_count=2).exists())
     assert trace.read_text() == "xxx"  # once, then twice more after the resubmission
+
+
+def test_a_running_task_is_cancelled_from_the_queues_page(admin_page: Page, tmp_path: Path) -> None:
+    page = admin_page
+    trace = tmp_path / "trace"
+    task_id = async_task("tests.project.tasks.until_cancelled", str(trace), 30)
+    wait_for(trace.exists, timeout=DELIVERY_TIMEOUT)
+    page.goto(reverse("admin:django_q_cloudtasksqueue_changelist"))
+    row = page.locator(f"#task-{task_id}")
+    expect(row).to_contain_text("Running in a receiver")
+    row.get_by_role("button", name="Cancel").click()
+    expect(message(page)).to_contain_text(f"Task {task_id}: asked to stop")
+    failure = wait_for(lambda: Failure.objects.filter(id=task_id).first(), timeout=15)
+    assert "TaskCancelled" in failure.result
+    reload_until(page, page.locator(f"#task-{task_id}"), count=0)  # answered 200: not retried

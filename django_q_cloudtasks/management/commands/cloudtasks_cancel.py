@@ -6,14 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ...cancellation import Cancellation, cancel
-
-SAID = {
-    Cancellation.DELETED: "deleted from its queue: it will not run",
-    Cancellation.STOPPING: "its Cloud Run job execution is being stopped",
-    Cancellation.ASKED: "asked to stop: cancelled() is true inside it within seconds",
-    Cancellation.FINISHED: "had finished: nothing to cancel",
-}
+from ...cancellation import cancel
 
 
 class Command(BaseCommand):
@@ -33,4 +26,4 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         for task_id in options["task_ids"]:
             found = cancel(task_id, cluster=options["cluster"])
-            self.stdout.write(f"Task {task_id}: {SAID[found]}.")
+            self.stdout.write(f"Task {task_id}: {found.description}.")
