@@ -1,8 +1,9 @@
 """What ``cloudtasks_monitor`` shows, gathered: per cluster, its queue as Cloud Tasks counts
-it and its results as django-q saved them; and the receiver processes (``receiver/status.py``).
+it and its results as django-q saved them; the receiver processes (``receiver/status.py``);
+and the Cloud Run job executions running job clusters' tasks.
 
-The two sources fail apart: a queue Cloud Tasks does not answer for keeps its results,
-with the reason in place of the queue's figures.
+The sources fail apart: a queue Cloud Tasks does not answer for keeps its results, with
+the reason in place of the queue's figures; a job Cloud Run does not answer for, likewise.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 from django_q.models import Task
 
-from .conf import cluster_names, queue_settings
-from .exceptions import QueueUnavailable
-from .gcp import queue_admin
+from .conf import QueueSettings, cluster_names, queue_settings
+from .exceptions import ExecutionError, QueueUnavailable
+from .gcp import jobs, queue_admin
 from .models import Receipt
 from .receiver import status as receiver_status
 
@@ -78,12 +79,26 @@ class Receiver:
 
 
 @dataclass(frozen=True)
+class JobExecution:
+    """A Cloud Run job execution running now, and the task it runs, by its receipt."""
+
+    cluster: str
+    execution: str  # its short name: job-xxxxx
+    task_id: str  # "" when no receipt names it (started by hand, or another project's)
+    age: timedelta
+    cancelling: bool  # cancel() asked its task to stop
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken: datetime
     window: timedelta
     queues: tuple[QueueSnapshot, ...]
     receivers: tuple[Receiver, ...]
     receivers_unavailable: str | None  # why the cache could not list them
+    executions: tuple[JobExecution, ...] = ()
+    jobs: tuple[str, ...] = ()  # the jobs of the job clusters, by resource name
+    jobs_unavailable: tuple[str, ...] = ()  # why Cloud Run could not list some
 
 
 def snapshot(window: timedelta = DEFAULT_WINDOW, *, now: datetime | None = None) -> Snapshot:
@@ -107,13 +122,53 @@ def snapshot(window: timedelta = DEFAULT_WINDOW, *, now: datetime | None = None)
         )
     except Exception as error:  # the cache's own errors: any backend, any exception
         unavailable = f"Could not read the receivers from the cache: {error}"
+    executions, jobs_unavailable = job_executions(now=now)
     return Snapshot(
         taken=now,
         window=window,
         queues=tuple(queue_snapshot(cluster, window, now=now) for cluster in cluster_names()),
         receivers=tuple(sorted(found, key=lambda r: (r.host, r.instance_id))),
         receivers_unavailable=unavailable,
+        executions=executions,
+        jobs=tuple(dict.fromkeys(qs.job for qs in _job_clusters() if qs.job)),
+        jobs_unavailable=jobs_unavailable,
     )
+
+
+def job_executions(*, now: datetime) -> tuple[tuple[JobExecution, ...], tuple[str, ...]]:
+    """The executions running now, of every job cluster's job, newest first; and why Cloud
+    Run could not list those of some job."""
+    found: list[tuple[str, jobs.ExecutionInfo]] = []
+    unavailable: list[str] = []
+    for qs in {qs.job: qs for qs in _job_clusters()}.values():  # one call per job
+        try:
+            found += [(qs.cluster, execution) for execution in jobs.running(qs)]
+        except ExecutionError as error:
+            unavailable.append(str(error))
+    claims = Receipt.objects.filter(execution__in=[execution.name for _, execution in found])
+    by_execution = {
+        execution: (task_id, cluster, cancelled is not None)
+        for execution, task_id, cluster, cancelled in claims.values_list(
+            "execution", "task_id", "cluster", "cancelled"
+        )
+    }
+    executions = []
+    for job_cluster, execution in found:
+        task_id, cluster, cancelling = by_execution.get(execution.name, ("", job_cluster, False))
+        executions.append(
+            JobExecution(
+                cluster=cluster,  # the task's: clusters may share a job
+                execution=execution.short_name,
+                task_id=task_id,
+                age=now - execution.created if execution.created else timedelta(0),
+                cancelling=cancelling,
+            )
+        )
+    return tuple(executions), tuple(unavailable)
+
+
+def _job_clusters() -> list[QueueSettings]:
+    return [qs for qs in map(queue_settings, cluster_names()) if qs.runs_in_job]
 
 
 def queue_snapshot(cluster: str, window: timedelta, *, now: datetime) -> QueueSnapshot:

@@ -215,3 +215,60 @@ def test_live_it_shows_new_figures_at_each_refresh(paused_cloud_tasks):
         read_until(terminal, b"q quits; refreshed every 0.5 s", seen)
         ran(stopped=timezone.now(), func="app.failed_since", success=False)
         read_until(terminal, b"Failing most: app.failed_since (1)", seen, timeout=10)
+
+
+@pytest.fixture
+def job_cluster(paused_cloud_tasks, configure, tmp_path):
+    """The job cluster "long", whose job "worker" the test's emulator runs."""
+    from tests.support.jobs import noting_job
+
+    job = "projects/test-project/locations/europe-west1/jobs/worker"
+    paused_cloud_tasks.emulator.ensure_job(noting_job(job, tmp_path, tmp_path / "notes"))
+    long = {
+        "timeout": 60,
+        "cloud_tasks": {"target": "cloud_run_job", "job": "worker", "queue": "tests"},
+    }
+    configure(q_cluster={"ALT_CLUSTERS": {"long": long}})
+    return paused_cloud_tasks.emulator
+
+
+def test_once_lists_the_job_executions_running_and_the_task_each_runs(now, job_cluster):
+    from django_q_cloudtasks.conf import queue_settings
+    from django_q_cloudtasks.gcp import jobs
+    from django_q_cloudtasks.models import Receipt
+
+    running = jobs.start(queue_settings("long"), env={"SLEEP": "60"}, timeout=None)
+    finished = jobs.start(queue_settings("long"), env={}, timeout=None)
+    job_cluster.jobs.wait(finished, 30)
+    Receipt.objects.claim("a1b2c3", "long", "launcher", timedelta(minutes=5))
+    Receipt.objects.note_execution("a1b2c3", "launcher", running)
+    Receipt.objects.request_cancel("a1b2c3", "long")
+    lines = monitor_once()
+    section = lines[
+        lines.index(
+            "Cloud Run job executions running: projects/test-project/locations/europe-west1/jobs/worker"
+        ) :
+    ]
+    assert section[1].split() == ["Cluster", "Execution", "Task", "Running", "for"]
+    assert section[2].split()[:3] == ["long", running.rsplit("/", 1)[1], "a1b2c3"]
+    assert section[3] == "  cancelling: cancel() asked it to stop"
+    assert len(section) == 4  # the finished execution is not listed
+
+
+def test_a_job_cloud_run_does_not_answer_for_is_said_so(now, job_cluster, configure):
+    from tests.support.ports import free_port
+
+    nobody = f"127.0.0.1:{free_port()}"
+    long = {
+        "timeout": 60,
+        "cloud_tasks": {
+            "target": "cloud_run_job",
+            "job": "worker",
+            "queue": "tests",
+            "emulator_host": nobody,
+        },
+    }
+    configure(q_cluster={"ALT_CLUSTERS": {"long": long}})
+    lines = monitor_once()
+    assert lines[-2].startswith("Could not list the executions of Cloud Run job ")
+    assert lines[-1] == "None."

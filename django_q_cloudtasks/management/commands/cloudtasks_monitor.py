@@ -1,5 +1,6 @@
-"""``python manage.py cloudtasks_monitor``: each cluster's queue and results, and the
-receivers running its tasks, on one screen.
+"""``python manage.py cloudtasks_monitor``: each cluster's queue and results, the
+receivers running its tasks, and the Cloud Run job executions running job clusters' tasks,
+on one screen.
 
 The figures come from ``metrics.py``. Both renderers draw the same lines, built once by
 ``layout``: ``--once`` prints them as they are (plain text for a CI log); the live
@@ -53,6 +54,12 @@ QUEUE_COLUMNS = (
     Column("p50"),
     Column("p95"),
 )
+EXECUTION_COLUMNS = (
+    Column("Cluster", left=True),
+    Column("Execution", left=True),
+    Column("Task", left=True),
+    Column("Running for"),
+)
 RECEIVER_COLUMNS = (
     Column("Host", left=True),
     Column("Id", left=True),
@@ -66,8 +73,8 @@ RECEIVER_COLUMNS = (
 class Command(BaseCommand):
     help = (
         "Watch each cluster's Cloud Tasks queue (depth, dispatch rate, oldest task), its "
-        "results (rates, successes and failures, run times, the functions failing most) "
-        "and the receiver processes. q quits."
+        "results (rates, successes and failures, run times, the functions failing most), "
+        "the receiver processes and the Cloud Run job executions. q quits."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -134,7 +141,34 @@ def layout(snapshot: Snapshot) -> list[Line]:
             for receiver in snapshot.receivers
         ]
         lines += _table(RECEIVER_COLUMNS, [(row, []) for row in cells])
+    if snapshot.jobs:
+        lines += _executions(snapshot)
     return lines
+
+
+def _executions(snapshot: Snapshot) -> list[Line]:
+    lines = [
+        Line(""),
+        Line(f"Cloud Run job executions running: {', '.join(snapshot.jobs)}", "title"),
+    ]
+    lines += [Line(error, "error") for error in snapshot.jobs_unavailable]
+    if not snapshot.executions:
+        return [*lines, Line("None.")]
+    rows = [
+        (
+            [
+                execution.cluster,
+                execution.execution,
+                execution.task_id or "(no task of this project)",
+                _span(execution.age),
+            ],
+            [Line("  cancelling: cancel() asked it to stop", "warning")]
+            if execution.cancelling
+            else [],
+        )
+        for execution in snapshot.executions
+    ]
+    return lines + _table(EXECUTION_COLUMNS, rows)
 
 
 def live(window: timedelta, interval: float) -> None:
