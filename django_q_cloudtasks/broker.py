@@ -98,13 +98,15 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
             task = SignedPackage.dumps(package)
         return self._create(task, package, new=True)
 
-    def forward(self, task: str, package: dict[str, Any]) -> str:
+    def forward(self, task: str, package: dict[str, Any], *, name: str | None = None) -> str:
         """Send a delivered task on to its next hop (``delays.py``): the signed package as the
         receiver verified it, whose key may be one of ``SECRET_KEY_FALLBACKS``, and
-        ``package``, what it holds."""
-        return self._create(task, package, new=False)
+        ``package``, what it holds. ``name``: a Cloud Task of that name, due now, instead."""
+        return self._create(task, package, new=False, name=name)
 
-    def _create(self, task: str, package: dict[str, Any], *, new: bool) -> str:
+    def _create(
+        self, task: str, package: dict[str, Any], *, new: bool, name: str | None = None
+    ) -> str:
         task_id: str = package["id"]
         body, content_type = task.encode(), wire.PACKAGE_CONTENT_TYPE
         stored = False  # a payload stored by this call, to discard if no Cloud Task is made
@@ -122,7 +124,11 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
             kept, stored = payloads.store(task_id, task, replace=not new)
             body = wire.reference(task_id, kept, name=package["name"], func=wire.func_name(package))
             content_type = wire.REFERENCE_CONTENT_TYPE
-        name, schedule_time = delays.next_hop(task_id, package.get("run_after"), timezone.now())
+        hop, schedule_time = delays.next_hop(task_id, package.get("run_after"), timezone.now())
+        if name is None:
+            name = hop
+        else:
+            schedule_time = None
         timeout = package.get("timeout")
         try:
             create_http_task(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -171,6 +172,10 @@ def take_task(delivery: Delivery) -> Result:
         how = Arrival.FORCED  # it ran on request, and failed: its retries run now too
     if how is Arrival.HOP:
         return _forward(package, task, queue)
+    if queue.runs_in_job and delivery.replayed:
+        # Cloud Tasks looks after a job's execution: a replay hands the task back to it,
+        # under a name of its own, as the task's own stays taken for a while.
+        return _forward(package, task, queue, name=f"{task['id']}-replayed-{uuid.uuid4().hex[:8]}")
     if how is not Arrival.DUE:
         _log_early(task, how, now)
     if queue.runs_in_job:
@@ -226,14 +231,21 @@ def _missing_code(delivery: Delivery, error: CodeMissing) -> Result:
     return Result(500, "retry", f"{error} Cloud Tasks delivers it again.")
 
 
-def _forward(package: bytes, task: dict[str, Any], queue: QueueSettings) -> Result:
-    """Send a task that is still far from its time on to its next hop."""
+def _forward(
+    package: bytes, task: dict[str, Any], queue: QueueSettings, *, name: str | None = None
+) -> Result:
+    """Send a task that is still far from its time on to its next hop; with ``name``, to a
+    Cloud Task of that name, due now."""
     try:
-        CloudTasksBroker(queue.cluster).forward(package.decode("ascii"), task)
+        CloudTasksBroker(queue.cluster).forward(package.decode("ascii"), task, name=name)
     except EnqueueError as error:
-        logger.error("Could not send task %s on towards its time: %s", task["id"], error)
+        logger.error("Could not send task %s on: %s", task["id"], error)
         return Result(500, error=str(error), task=task)
-    details = {"task": task["id"], "run_after": task["run_after"].isoformat()}
+    details: dict[str, Any] = {"task": task["id"]}
+    if name is None:
+        details["run_after"] = task["run_after"].isoformat()
+    else:
+        details["cloud_task"] = name
     return Result(200, "forwarded", task=task, details=details)
 
 

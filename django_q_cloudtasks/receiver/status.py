@@ -9,7 +9,8 @@ A row is django-q's own ``Status``, marked as a receiver's: what the cache holds
 unpickle in every process reading it, whatever revision of this package it runs.
 qmonitor's columns then read:
 
-- Host: the host name, with the Cloud Run revision (``K_REVISION``) in brackets if set;
+- Host: the host name, with the Cloud Run revision (``K_REVISION``) in brackets if set, or
+  in a Cloud Run job execution its name (``CLOUD_RUN_EXECUTION``);
 - Id: the last 8 characters of the process's random id;
 - State: Working while tasks run in the process, else Idle;
 - Pool: 1, the process itself (``workers`` holds its pid);
@@ -190,9 +191,11 @@ def rows() -> list[Status]:
 
 
 def _host() -> str:
-    """On Cloud Run, where host names say little, the revision tells deployments apart."""
-    host, revision = socket.gethostname(), os.environ.get("K_REVISION")
-    return f"{host} ({revision})" if revision else host
+    """On Cloud Run, where host names say little, the revision tells deployments apart, and
+    a job execution's name tells what runs there."""
+    host = socket.gethostname()
+    where = os.environ.get("K_REVISION") or os.environ.get("CLOUD_RUN_EXECUTION")
+    return f"{host} ({where})" if where else host
 
 
 writer = StatusWriter()

@@ -61,6 +61,25 @@ def test_a_dead_letter_whose_key_is_back_runs_and_is_deleted(rotated_away, setti
     assert not DeadLetter.objects.exists()
 
 
+def test_a_job_clusters_dead_letter_goes_back_to_its_queue_under_a_name_of_its_own(
+    rotated_away, settings, paused_cloud_tasks, configure
+):
+    long = {
+        "timeout": 60,
+        "cloud_tasks": {"target": "cloud_run_job", "job": "worker", "queue": "tests"},
+    }
+    configure(q_cluster={"ALT_CLUSTERS": {"long": long}})
+    letter, task = rotated_away(cluster="long")
+    settings.SECRET_KEY_FALLBACKS = ["old-key"]
+    replayed = replay(letter)
+    # Cloud Tasks looks after the execution that runs it: it is delivered again, now.
+    assert (replayed.result.status, replayed.deleted) == ("forwarded", True)
+    (cloud_task,) = paused_cloud_tasks.tasks()
+    assert cloud_task.name.rsplit("/", 1)[1].startswith(f"{task['id']}-replayed-")
+    assert cloud_task.http_request.headers["Content-Type"] == wire.REFERENCE_CONTENT_TYPE
+    assert Payload.objects.filter(task_id=task["id"]).exists()
+
+
 def test_a_dead_letter_that_still_cannot_run_stays_and_says_why(rotated_away):
     letter, task = rotated_away()
     replayed = replay(letter)

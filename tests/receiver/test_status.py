@@ -130,6 +130,13 @@ def test_the_host_names_the_cloud_run_revision(deliver, monkeypatch):
     assert settled_row(finished=1).host == f"{socket.gethostname()} (mysite-00042-abc)"
 
 
+def test_in_a_job_execution_the_host_names_the_execution(deliver, monkeypatch):
+    monkeypatch.setenv("CLOUD_RUN_EXECUTION", "mysite-worker-x7k2p")
+    writer.reset()
+    deliver(make_task("math.copysign", 2, -2))
+    assert settled_row(finished=1).host == f"{socket.gethostname()} (mysite-worker-x7k2p)"
+
+
 def test_a_running_task_shows_in_flight_until_it_ends(deliver, tmp_path):
     trace = tmp_path / "trace"
     answers: list[Any] = []

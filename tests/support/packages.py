@@ -47,5 +47,5 @@ def stored(task_id: str, package: str) -> bytes:
     """A package kept in the database, as for a big task; returns the reference body."""
     from django_q_cloudtasks import payloads, wire
 
-    payloads.store(task_id, package)
-    return wire.reference(task_id, package, name="", func="")
+    kept, _ = payloads.store(task_id, package)  # the first package stored for the id
+    return wire.reference(task_id, kept, name="", func="")
