@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_q.models import Failure, Schedule
 from django_q.signing import SignedPackage
 
+from django_q_cloudtasks import payloads, wire
 from django_q_cloudtasks.exceptions import BadWakeUp
 from django_q_cloudtasks.scheduling import Fired, Slot, fire, next_slot, tick
 from tests.support.crashes import fire_killed_before_commit
@@ -258,6 +259,21 @@ def test_a_schedules_cluster_routes_its_task_to_its_own_queue(cloud_tasks):
     fire(slot_of(make_schedule(cluster="second")))
     (task,) = cloud_tasks.tasks("second")
     assert package_of(task)["cluster"] == "second"
+
+
+def test_a_job_clusters_schedule_fires_a_task_its_job_reads_from_the_database(
+    cloud_tasks, configure
+):
+    long = {
+        "timeout": 7200,
+        "cloud_tasks": {"target": "cloud_run_job", "job": "worker", "queue": "second-queue"},
+    }
+    configure(q_cluster={"ALT_CLUSTERS": {"long": long}})
+    fire(slot_of(make_schedule(cluster="long")))
+    (task,) = cloud_tasks.tasks("second")
+    assert task.http_request.headers["Content-Type"] == wire.REFERENCE_CONTENT_TYPE
+    reference = wire.read_reference(task.http_request.body)
+    assert SignedPackage.loads(payloads.stored(reference.task_id))["cluster"] == "long"
 
 
 def test_firing_plans_the_next_wake_up_when_it_falls_before_the_next_tick(cloud_tasks):

@@ -195,3 +195,34 @@ def test_cancelled_turns_true_inside_a_receiver_task_within_15_s(start_stack, tr
     )
     assert Receipt.objects.get(task_id=task_id).state == "done"
     assert 500 not in answers(stack)  # answered 200 "cancelled": no retry
+
+
+def test_a_failing_job_task_is_retried_to_max_attempts_and_its_hook_runs(job_stack, trace):
+    task_id = async_task(
+        "tests.project.tasks.count_and_fail",
+        str(trace),
+        cluster="long",
+        hook="tests.project.tasks.count_saves",
+    )
+    failure = wait_for(
+        lambda: Failure.objects.filter(id=task_id, attempt_count=2).first(), timeout=90
+    )
+    wait_for(lambda: long_queue_is_empty(job_stack))  # max_attempts 2: done with it
+    assert trace.path.read_text() == "xx"
+    assert "this task always fails" in failure.result
+    assert trace.saves == 2  # the hook, after each attempt
+
+
+def test_a_chain_runs_link_by_link_in_job_executions(job_stack, trace):
+    from django_q.tasks import async_chain
+
+    async_chain(
+        [
+            ("tests.project.tasks.where_it_runs", (str(trace), 0)),
+            ("tests.project.tasks.where_it_runs", (str(trace), 0)),
+        ],
+        broker=CloudTasksBroker("long"),
+    )
+    wait_for(lambda: Success.objects.filter(cluster="long").count() == 2, timeout=90)
+    first, second = (line.split()[1] for line in trace.runs)
+    assert first != second  # each link in an execution of its own
