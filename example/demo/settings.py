@@ -2,14 +2,16 @@
 
 Locally (no K_SERVICE in the environment) it talks to the built-in emulator at
 127.0.0.1:8123 and delivers to 127.0.0.1:8000. On Cloud Run, the project, region and
-service URL are detected; the environment names the queue's service account.
+service URL are detected; the environment names the queue's service account. Tasks of the
+cluster "long" run in the Cloud Run job "demo-worker" (locally, the emulator runs it).
 """
 
 import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-ON_CLOUD_RUN = "K_SERVICE" in os.environ
+# The service sets K_SERVICE; its worker job (same image and settings) CLOUD_RUN_JOB.
+ON_CLOUD_RUN = "K_SERVICE" in os.environ or "CLOUD_RUN_JOB" in os.environ
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-insecure-key")
 DEBUG = not ON_CLOUD_RUN
@@ -90,6 +92,18 @@ Q_CLUSTER = {
         "location": os.environ.get("CLOUD_TASKS_LOCATION"),
         "url": os.environ.get("RECEIVER_URL"),
         "service_account_email": os.environ.get("CLOUD_TASKS_SERVICE_ACCOUNT"),
+    },
+    "ALT_CLUSTERS": {
+        # Work longer than a request may last: each task in an execution of a Cloud Run job.
+        "long": {
+            "timeout": 3600,
+            "max_attempts": 2,
+            "cloud_tasks": {
+                "target": "cloud_run_job",
+                "job": os.environ.get("CLOUD_TASKS_JOB", "demo-worker"),
+                "queue_options": {"retry_config": {"min_backoff": 1, "max_backoff": 60}},
+            },
+        },
     },
 }
 if not ON_CLOUD_RUN:

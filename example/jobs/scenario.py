@@ -15,10 +15,13 @@ from django.utils import timezone
 from django_q.models import Failure, Schedule, Success
 from django_q.tasks import async_chain, async_task, count_group, result_group, schedule
 
-from django_q_cloudtasks import async_task_after
+from django_q_cloudtasks import async_task_after, cancel
+from django_q_cloudtasks.models import Receipt
 
 HEARTBEAT = "demo heartbeat"
 DELAY = 15
+# The demo server lets a request last 15 s (gunicorn --timeout): the long export lasts more.
+LONG_EXPORT_SECONDS = 25
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ def enqueue() -> list[Expectation]:
     for size in range(1, 6):
         async_task("jobs.tasks.thumbnail", size, group=thumbnails)
     hooked = async_task("jobs.tasks.slow_report", 1, hook="jobs.tasks.notify")
+    export = async_task("jobs.tasks.long_export", LONG_EXPORT_SECONDS, cluster="long")
+    doomed = async_task("jobs.tasks.long_export", 600, cluster="long")
     delayed = async_task_after(timedelta(seconds=DELAY), "jobs.tasks.slow_report", 0)
     Schedule.objects.filter(name=HEARTBEAT).delete()
     schedule(
@@ -87,6 +92,15 @@ def enqueue() -> list[Expectation]:
             lambda: _ran_after(delayed, started + timedelta(seconds=DELAY)),
         ),
         Expectation(
+            f"long export: {LONG_EXPORT_SECONDS} s in a Cloud Run job execution, longer than "
+            "a request may last",
+            lambda: "in execution demo-worker-" in _result(Success, export),
+        ),
+        Expectation(
+            "cancelled export: stopped in its job execution, a Failure saying so",
+            lambda: _cancelled_once_running(doomed),
+        ),
+        Expectation(
             "schedule: heartbeat fired",
             lambda: Success.objects.filter(
                 func="jobs.tasks.heartbeat", started__gte=started
@@ -103,3 +117,29 @@ def _notified(task_id: str) -> bool:
     from .models import Notification
 
     return Notification.objects.filter(task_id=task_id).exists()
+
+
+def _cancelled_once_running(task_id: str) -> bool:
+    """Cancel the task once an execution runs it, as the page's Cancel button does; then
+    whether its Failure row says it was cancelled."""
+    running = Receipt.objects.filter(
+        task_id=task_id, state=Receipt.State.RUNNING, cancelled__isnull=True
+    ).exclude(execution="")
+    if running.exists():
+        cancel(task_id)
+    return "TaskCancelled" in _result(Failure, task_id)
+
+
+def _result(model: type[Success] | type[Failure], task_id: str) -> str:
+    """A result row's result, as text ("" while there is none): django-q pickles it."""
+    row = model.objects.filter(id=task_id).first()
+    return str(row.result) if row else ""
+
+
+def running_in_jobs() -> list[Receipt]:
+    """The tasks Cloud Run job executions run now, for the page."""
+    return list(
+        Receipt.objects.filter(state=Receipt.State.RUNNING)
+        .exclude(execution="")
+        .order_by("claimed")
+    )

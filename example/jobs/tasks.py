@@ -1,9 +1,12 @@
 """The example's background tasks: plain functions, run by the receiver when Cloud Tasks
 delivers them. Each shows one django-q feature."""
 
+import os
 import time
 
 from django.db.models import F
+
+from django_q_cloudtasks import TaskCancelled
 
 from .models import Counter, Notification
 
@@ -43,6 +46,20 @@ def notify(task) -> None:  # type: ignore[no-untyped-def]
     """A hook: runs after its task, with the task's result."""
     outcome = "succeeded" if task.success else "failed"
     Notification.objects.create(task_id=task.id, message=f"{task.name} {outcome}: {task.result}")
+
+
+def long_export(seconds: float) -> str:
+    """Work longer than the web server lets a request last: enqueued on the cluster "long",
+    it runs in a Cloud Run job execution. Cancelled, it is stopped there: TaskCancelled is
+    raised inside it, and it cleans up before it goes."""
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            time.sleep(0.5)  # a chunk of the export
+    except TaskCancelled:
+        Notification.objects.create(task_id="long-export", message="export cancelled: cleaned up")
+        raise
+    return f"exported in {seconds:g} s, in execution {os.environ.get('CLOUD_RUN_EXECUTION')}"
 
 
 def heartbeat() -> str:
