@@ -12,9 +12,14 @@ import urllib.request
 METADATA_TIMEOUT_SECONDS = 2.0
 
 
+# Set on Cloud Run (a service; a job's execution), on App Engine, or by hand.
+GOOGLE_CLOUD_MARKERS = ("K_SERVICE", "CLOUD_RUN_JOB", "GAE_SERVICE", "GCE_METADATA_HOST")
+
+
 def on_google_cloud() -> bool:
-    """True on Cloud Run, App Engine, or wherever a metadata server is named explicitly."""
-    return any(os.environ.get(name) for name in ("K_SERVICE", "GAE_SERVICE", "GCE_METADATA_HOST"))
+    """True on Cloud Run (a service, or a job's execution), on App Engine, or wherever a
+    metadata server is named explicitly."""
+    return any(os.environ.get(name) for name in GOOGLE_CLOUD_MARKERS)
 
 
 @functools.cache
@@ -47,7 +52,8 @@ def detect_location() -> str | None:
 
 
 def detect_service_url() -> str | None:
-    """The HTTPS root of this Cloud Run service or App Engine app, without a path."""
+    """The HTTPS root of this Cloud Run service or App Engine app, without a path. A Cloud
+    Run job has none: its executions are told the receiver's ``url``."""
     if service := os.environ.get("K_SERVICE"):
         number, region = metadata("project/numeric-project-id"), detect_location()
         if number and region:

@@ -258,9 +258,22 @@ def test_project_location_and_url_are_detected_on_cloud_run(configure, cloud_run
     assert settings.audience == "https://shop-123456789.europe-west4.run.app"
 
 
+def test_a_cloud_run_jobs_execution_detects_its_project_and_location_not_a_url(
+    configure, cloud_run, monkeypatch
+):
+    monkeypatch.delenv("K_SERVICE")
+    monkeypatch.setenv("CLOUD_RUN_JOB", "mysite-worker")
+    assert environment.on_google_cloud()
+    configure(project=None, location=None)
+    settings = queue_settings()
+    assert (settings.project, settings.location) == ("detected-project", "europe-west4")
+    assert environment.detect_service_url() is None
+
+
 def test_nothing_is_asked_off_google_cloud(configure, monkeypatch):
-    for name in ("K_SERVICE", "GAE_SERVICE", "GCE_METADATA_HOST", "GOOGLE_CLOUD_PROJECT"):
+    for name in (*environment.GOOGLE_CLOUD_MARKERS, "GOOGLE_CLOUD_PROJECT"):
         monkeypatch.delenv(name, raising=False)
+    assert not environment.on_google_cloud()
     environment.metadata.cache_clear()
     assert environment.detect_project() is None
     assert environment.detect_service_url() is None
@@ -393,3 +406,11 @@ def test_alt_clusters_inherit_the_main_clusters_job(configure):
     http = {"timeout": 10, "cloud_tasks": {"target": "http"}}
     configure(q_cluster={"ALT_CLUSTERS": {"second": http}})
     assert not queue_settings("second").runs_in_job  # the inherited job is not its own
+
+
+@pytest.mark.parametrize("marker", ["K_SERVICE", "CLOUD_RUN_JOB", "GAE_SERVICE"])
+def test_each_of_google_clouds_runtimes_is_recognised(monkeypatch, marker):
+    for name in environment.GOOGLE_CLOUD_MARKERS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(marker, "mysite")
+    assert environment.on_google_cloud()
