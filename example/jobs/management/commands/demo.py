@@ -54,7 +54,9 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=180.0)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        logging.getLogger("django-q").setLevel(logging.WARNING)  # the progress display says it all
+        # The progress display says it all.
+        for name in ("django-q", "django_q_cloudtasks"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         logs = Path(settings.BASE_DIR) / ".demo"
         logs.mkdir(exist_ok=True)
         self._use_addresses(options["port"], options["emulator_port"])
