@@ -12,6 +12,9 @@ What it does depends on where the task is:
   the task within seconds (the lease renewal brings the news); a task that then raises
   ``TaskCancelled`` fails as cancelled, and is not retried.
 * **Finished**: nothing is done.
+* **In no queue**, and never claimed (a task on its way, a hop of a delayed task, or an id
+  of no task): its receipt is marked finished and cancelled all the same, so that it
+  never runs.
 
 A task whose process dies after the call is not run again: the next delivery records it as
 cancelled instead.
@@ -36,6 +39,7 @@ class Cancellation(enum.Enum):
     """What ``cancel()`` found, and did."""
 
     DELETED = "deleted"  # it was waiting: it will never run
+    UNKNOWN = "unknown"  # in no queue, nor claimed: should it be on its way, it will not run
     STOPPING = "stopping"  # a job execution runs it: Cloud Run stops the execution
     ASKED = "asked"  # a receiver runs it: cancelled() turns true inside it
     FINISHED = "finished"  # it had finished: nothing to cancel
@@ -45,6 +49,7 @@ class Cancellation(enum.Enum):
         """What became of the task, in words for a message."""
         return {
             Cancellation.DELETED: "deleted from its queue: it will not run",
+            Cancellation.UNKNOWN: "in no queue: should it be on its way, it will not run",
             Cancellation.STOPPING: "its Cloud Run job execution is being stopped",
             Cancellation.ASKED: "asked to stop: cancelled() is true inside it within seconds",
             Cancellation.FINISHED: "had finished: nothing to cancel",
@@ -63,11 +68,11 @@ def cancel(task_id: str, *, cluster: str | None = None) -> Cancellation:
     if before is not None and before.state == Receipt.State.RUNNING:
         return _stop(queue_settings(before.cluster), task_id, before.execution)
     names = [before.cluster] if before is not None else ([cluster] if cluster else cluster_names())
-    for queue in {queue_settings(name).queue_path: queue_settings(name) for name in names}.values():
-        _delete_waiting(queue, task_id)
+    queues = {queue_settings(name).queue_path: queue_settings(name) for name in names}
+    deleted = [_delete_waiting(queue, task_id) for queue in queues.values()]
     payloads.discard(task_id)
     logger.info("Cancelled task %s: it will not run.", task_id)
-    return Cancellation.DELETED
+    return Cancellation.DELETED if any(deleted) or before is not None else Cancellation.UNKNOWN
 
 
 def _main() -> str:
@@ -88,8 +93,10 @@ def _stop(queue: QueueSettings, task_id: str, execution: str) -> Cancellation:
     return Cancellation.STOPPING
 
 
-def _delete_waiting(queue: QueueSettings, task_id: str) -> None:
+def _delete_waiting(queue: QueueSettings, task_id: str) -> bool:
+    """Whether the task was waiting in ``queue``, and is deleted."""
     try:
-        delete_task(queue, task_id)
+        return delete_task(queue, task_id)
     except QueueUnavailable as error:  # its receipt keeps any delivery from running it
         logger.warning("Could not delete task %s from its queue: %s", task_id, error)
+        return True  # for all that can be known

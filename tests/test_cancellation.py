@@ -46,6 +46,14 @@ def test_a_waiting_task_is_deleted_and_never_runs(paused_cloud_tasks, deliver, t
     assert not trace.exists()
 
 
+def test_a_task_in_no_queue_is_kept_from_ever_running(paused_cloud_tasks, deliver, tmp_path):
+    trace = tmp_path / "trace"
+    task = make_task("tests.project.tasks.append", str(trace), "ran")  # never enqueued
+    assert cancel(task["id"]) is Cancellation.UNKNOWN
+    assert deliver(task).json()["status"] == "duplicate"  # as if it were on its way
+    assert not trace.exists()
+
+
 def test_a_waiting_task_is_looked_for_in_every_clusters_queue(paused_cloud_tasks):
     task_id = async_task("tests.project.tasks.echo", 1, cluster="second")
     assert cancel(task_id) is Cancellation.DELETED

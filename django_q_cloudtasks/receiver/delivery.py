@@ -43,6 +43,7 @@ from ..exceptions import (
     CodeMissing,
     EnqueueError,
     ExecutionError,
+    MissingExtra,
     PayloadGone,
     PayloadPending,
 )
@@ -183,7 +184,7 @@ def take_task(delivery: Delivery) -> Result:
             payloads.store(task["id"], package.decode("ascii"))
         try:
             outcome = launcher.supervise(task, cloud_task=delivery.cloud_task)
-        except ExecutionError as error:
+        except (ExecutionError, MissingExtra) as error:  # Cloud Run refused; E021
             logger.error("Task %s: %s", task["id"], error)
             return Result(500, error=str(error), task=task)
     else:

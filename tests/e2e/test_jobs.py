@@ -70,7 +70,10 @@ def test_a_task_longer_than_the_servers_request_timeout_succeeds_in_a_job_execut
     job_stack, trace
 ):
     seconds = REQUEST_TIMEOUT + 3
+    enqueued = time.monotonic()
     task_id = async_task("tests.project.tasks.where_it_runs", str(trace), seconds, cluster="long")
+    wait_for(lambda: trace.runs, timeout=60)
+    print(f"the execution started the task {time.monotonic() - enqueued:.1f} s after async_task")
     success = wait_for(lambda: Success.objects.filter(id=task_id).first(), timeout=90)
     pid, execution = trace.runs[0].split()
     assert execution.startswith("tests-worker-")
@@ -96,7 +99,9 @@ def test_a_job_process_killed_mid_task_is_retried_once_into_one_success(job_stac
     )
     pid = int(wait_for(lambda: trace.runs, timeout=60)[0])
     os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
     wait_for(lambda: Success.objects.filter(id=task_id).exists(), timeout=90)
+    print(f"retried by Cloud Run and finished {time.monotonic() - killed:.1f} s after the kill")
     assert len(trace.runs) == 2
     assert trace.saves == 1
     assert Success.objects.get(id=task_id).attempt_count == 1

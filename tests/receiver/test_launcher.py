@@ -174,3 +174,21 @@ def test_cloud_run_refusing_is_a_500_and_the_next_delivery_tries_again(
     assert "Create the Cloud Run job" in response.json()["error"]
     assert Receipt.objects.get(task_id=task["id"]).state == Receipt.State.RETRY
     assert Receipt.objects.get(task_id=task["id"]).lost == 0
+
+
+def test_without_the_cloud_run_client_a_delivery_is_a_500_saying_what_to_install(
+    deliver_long, emulator, monkeypatch
+):
+    from dataclasses import replace
+
+    from django_q_cloudtasks.gcp import client
+
+    absent = replace(client.APIS["run_v2.jobs"], module="run_v2_not_installed")
+    monkeypatch.setitem(client.APIS, "run_v2.jobs", absent)
+    client.forget()
+    task = long_task()
+    response = deliver_long(task)
+    client.forget()
+    assert response.status_code == 500
+    assert "pip install 'django-q-cloudtasks[jobs]'" in response.json()["error"]
+    assert Receipt.objects.get(task_id=task["id"]).state == Receipt.State.RETRY
