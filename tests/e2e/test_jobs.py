@@ -231,3 +231,34 @@ def test_a_chain_runs_link_by_link_in_job_executions(job_stack, trace):
     wait_for(lambda: Success.objects.filter(cluster="long").count() == 2, timeout=90)
     first, second = (line.split()[1] for line in trace.runs)
     assert first != second  # each link in an execution of its own
+
+
+@pytest.mark.slow
+def test_an_execution_cloud_run_gives_up_on_is_started_again_by_the_next_delivery(
+    start_stack, configure, settings, trace
+):
+    stack = start_stack(
+        project_env={"DJQ_JOB_CLUSTER": "1"},
+        request_timeout=REQUEST_TIMEOUT,
+        emulator_options=["--job-retries", "0"],  # Cloud Run does not try it again
+    )
+    configure(
+        q_cluster={"ALT_CLUSTERS": {**settings.Q_CLUSTER["ALT_CLUSTERS"], "long": JOB_CLUSTER}}
+    )
+    tasks_client(stack["emulator_host"]).update_queue(
+        queue={"name": LONG_QUEUE, "retry_config": {"max_backoff": {"seconds": 5}}},
+        update_mask={"paths": ["retry_config.max_backoff"]},
+    )
+    task_id = async_task("tests.project.tasks.note_pid_then_sleep", str(trace), 3, cluster="long")
+    pid = int(wait_for(lambda: trace.runs, timeout=60)[0])
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: Success.objects.filter(id=task_id).exists(), timeout=120)
+    print(
+        f"started again by a delivery and finished {time.monotonic() - killed:.1f} s after the kill"
+    )
+    assert len(trace.runs) == 2
+    receipt = Receipt.objects.get(task_id=task_id)
+    assert receipt.lost == 1
+    executions = executions_client(stack["emulator_host"]).list_executions(parent=JOB)
+    assert len(list(executions)) == 2  # the receiver started a second one
