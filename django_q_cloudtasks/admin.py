@@ -113,9 +113,10 @@ def _running(tasks: list[queue_admin.WaitingTask]) -> dict[str, str]:
     }
 
 
-def steer(action: str, qs: QueueSettings, task_id: str) -> tuple[int, str]:
+def steer(action: str, qs: QueueSettings, task_id: str, cloud_task: str = "") -> tuple[int, str]:
     """Do one action on a queue or on one of its tasks; the message level and text that
-    say what happened."""
+    say what happened. ``cloud_task``: for a cancel, the Cloud Task that carries the task,
+    a hop's name where it is not the task's."""
     queue = qs.queue_path
     if action == "pause":
         queue_admin.pause(qs)
@@ -124,10 +125,8 @@ def steer(action: str, qs: QueueSettings, task_id: str) -> tuple[int, str]:
         queue_admin.resume(qs)
         return messages.SUCCESS, f"Resumed {queue}."
     if action == "cancel":  # task_id: the django-q task's
-        return (
-            messages.SUCCESS,
-            f"Task {task_id}: {cancel(task_id, cluster=qs.cluster).description}.",
-        )
+        found = cancel(task_id, cluster=qs.cluster, cloud_task=cloud_task or None)
+        return messages.SUCCESS, f"Task {task_id}: {found.description}."
     if action == "run":
         done = run_task(qs, task_id)
     else:  # its payload too, if it is a big task
@@ -213,10 +212,11 @@ class CloudTasksQueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         if cluster not in cluster_names():
             raise Http404(f"No cluster {cluster!r}.")
-        if task_id and not CLOUD_TASK_ID.fullmatch(task_id):
+        cloud_task = request.POST.get("cloud_task", "")
+        if any(name and not CLOUD_TASK_ID.fullmatch(name) for name in (task_id, cloud_task)):
             raise Http404("No such Cloud Task.")
         try:
-            level, message = steer(action, queue_settings(cluster), task_id)
+            level, message = steer(action, queue_settings(cluster), task_id, cloud_task)
         except CloudTasksError as error:
             level, message = messages.ERROR, str(error)
         logger.info("%s, in the admin: %s", request.user.get_username(), message)

@@ -30,7 +30,7 @@ from .conf import QueueSettings, cluster_names, queue_settings
 from .exceptions import ExecutionError, QueueUnavailable
 from .gcp import jobs
 from .gcp.tasks import delete_task
-from .models import Receipt
+from .models import Found, Receipt
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -56,23 +56,29 @@ class Cancellation(enum.Enum):
         }[self]
 
 
-def cancel(task_id: str, *, cluster: str | None = None) -> Cancellation:
+def cancel(
+    task_id: str, *, cluster: str | None = None, cloud_task: str | None = None
+) -> Cancellation:
     """Cancel the django-q task ``task_id``: see the module's docstring.
 
     ``cluster``: the task's cluster, where a waiting task is looked for; by default the
     cluster of its receipt if it has one, else every cluster ``Q_CLUSTER`` defines.
+    ``cloud_task``: the Cloud Task that carries it, where it is not named after the task
+    (a delayed task's hop, as the admin lists it).
     """
-    before = Receipt.objects.request_cancel(task_id, cluster or _main())
-    if before is not None and before.state == Receipt.State.DONE:
+    found, receipt = Receipt.objects.request_cancel(task_id, cluster or _main())
+    if found is Found.FINISHED:
         return Cancellation.FINISHED
-    if before is not None and before.state == Receipt.State.RUNNING:
-        return _stop(queue_settings(before.cluster), task_id, before.execution)
-    names = [before.cluster] if before is not None else ([cluster] if cluster else cluster_names())
+    if found is Found.RUNNING and receipt is not None:
+        return _stop(queue_settings(receipt.cluster), task_id, receipt.execution)
+    names = (
+        [receipt.cluster] if receipt is not None else ([cluster] if cluster else cluster_names())
+    )
     queues = {queue_settings(name).queue_path: queue_settings(name) for name in names}
-    deleted = [_delete_waiting(queue, task_id) for queue in queues.values()]
+    deleted = [_delete_waiting(queue, cloud_task or task_id) for queue in queues.values()]
     payloads.discard(task_id)
     logger.info("Cancelled task %s: it will not run.", task_id)
-    return Cancellation.DELETED if any(deleted) or before is not None else Cancellation.UNKNOWN
+    return Cancellation.DELETED if any(deleted) or found is Found.WAITING else Cancellation.UNKNOWN
 
 
 def _main() -> str:
@@ -93,10 +99,10 @@ def _stop(queue: QueueSettings, task_id: str, execution: str) -> Cancellation:
     return Cancellation.STOPPING
 
 
-def _delete_waiting(queue: QueueSettings, task_id: str) -> bool:
-    """Whether the task was waiting in ``queue``, and is deleted."""
+def _delete_waiting(queue: QueueSettings, cloud_task: str) -> bool:
+    """Whether the Cloud Task was waiting in ``queue``, and is deleted."""
     try:
-        return delete_task(queue, task_id)
+        return delete_task(queue, cloud_task)
     except QueueUnavailable as error:  # its receipt keeps any delivery from running it
-        logger.warning("Could not delete task %s from its queue: %s", task_id, error)
-        return True  # for all that can be known
+        logger.warning("Could not delete task %s from its queue: %s", cloud_task, error)
+        return False

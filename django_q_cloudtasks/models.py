@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, models, router, transaction
 from django.db.models import Case, F, Q, Value, When
@@ -39,6 +39,15 @@ class Claim(enum.Enum):
     RESUMED = "resumed"  # an earlier delivery failed or died: run it, unless its result was saved
     DONE = "done"  # it already finished: answer 2xx and run nothing
     BUSY = "busy"  # another delivery is running it now: ask Cloud Tasks to come back later
+
+
+class Found(enum.Enum):
+    """What a task was doing when ``cancel()`` marked its receipt."""
+
+    NOTHING = "nothing"  # no delivery had claimed it: waiting, on its way, or no task
+    WAITING = "waiting"  # it failed, and waited for a retry
+    RUNNING = "running"  # a delivery or a job execution holds its claim
+    FINISHED = "finished"
 
 
 class ReceiptManager(models.Manager["Receipt"]):
@@ -124,38 +133,52 @@ class ReceiptManager(models.Manager["Receipt"]):
         found = self.filter(task_id__in=task_ids, cancelled__isnull=False)
         return set(found.values_list("task_id", flat=True))
 
-    def request_cancel(self, task_id: str, cluster: str) -> Receipt | None:
-        """Mark a task cancelled; returns its receipt as it was before, None if it had none.
+    def request_cancel(self, task_id: str, cluster: str) -> tuple[Found, Receipt | None]:
+        """Mark a task cancelled; returns what it was doing, and its receipt now.
 
         A task with no receipt gets a finished one, so that no delivery runs it; one
         waiting for a retry is finished, so that none runs it again; one running is only
-        marked, and whoever runs it stops it.
+        marked, and whoever runs it stops it. What the task was doing comes from the
+        statements that changed it, not from a read before them: a claim taken meanwhile
+        is seen, and marked.
         """
         now = timezone.now()
+        while True:
+            waiting = self.filter(task_id=task_id, state=Receipt.State.RETRY)
+            if waiting.update(state=Receipt.State.DONE, cancelled=now, updated=now):
+                return Found.WAITING, self.get(task_id=task_id)
+            self.filter(
+                task_id=task_id, state=Receipt.State.RUNNING, cancelled__isnull=True
+            ).update(cancelled=now, updated=now)
+            receipt = self.filter(task_id=task_id).first()
+            if receipt is None:
+                if self._keep_from_running(task_id, cluster, now):
+                    return Found.NOTHING, None
+            elif receipt.state == Receipt.State.DONE:
+                return Found.FINISHED, receipt
+            elif receipt.state == Receipt.State.RUNNING and receipt.cancelled is not None:
+                return Found.RUNNING, receipt
+            # Else a delivery claimed or released it between two statements: again.
+
+    def _keep_from_running(self, task_id: str, cluster: str, now: datetime) -> bool:
+        """A finished, cancelled receipt for a task no delivery claimed; False if one just
+        did."""
         using = router.db_for_write(Receipt)
-        before = self.filter(task_id=task_id).first()
-        if before is None:
-            inside = transaction.get_connection(using).in_atomic_block
-            try:
-                with transaction.atomic(using=using) if inside else contextlib.nullcontext():
-                    self.create(
-                        task_id=task_id,
-                        cluster=cluster,
-                        state=Receipt.State.DONE,
-                        holder="",
-                        lease_until=now,
-                        cancelled=now,
-                        updated=now,
-                    )
-                return None
-            except IntegrityError:  # a delivery claimed it a moment ago
-                before = self.get(task_id=task_id)
-        pending = self.filter(task_id=task_id, cancelled__isnull=True)
-        pending.filter(state=Receipt.State.RETRY).update(
-            state=Receipt.State.DONE, cancelled=now, updated=now
-        )
-        pending.filter(state=Receipt.State.RUNNING).update(cancelled=now, updated=now)
-        return before
+        inside = transaction.get_connection(using).in_atomic_block
+        try:
+            with transaction.atomic(using=using) if inside else contextlib.nullcontext():
+                self.create(
+                    task_id=task_id,
+                    cluster=cluster,
+                    state=Receipt.State.DONE,
+                    holder="",
+                    lease_until=now,
+                    cancelled=now,
+                    updated=now,
+                )
+        except IntegrityError:
+            return False
+        return True
 
     def finish(self, task_id: str, holder: str) -> None:
         self.filter(task_id=task_id, holder=holder).update(

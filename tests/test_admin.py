@@ -308,6 +308,20 @@ def test_cancel_deletes_a_waiting_task_so_that_it_never_runs(admin_client, pause
     assert Receipt.objects.get(task_id=task_id).cancelled is not None
 
 
+def test_cancel_of_a_delayed_tasks_hop_deletes_the_hop(admin_client, paused_cloud_tasks):
+    task_id = async_task_after(timedelta(days=45), "tests.project.tasks.echo", 1)
+    (hop,) = paused_cloud_tasks.tasks()
+    hop_id = hop.name.rsplit("/", 1)[1]
+    assert hop_id.startswith(f"{task_id}-")  # a hop, on its way to the task's time
+    page = admin_client.get(reverse(QUEUES)).content.decode()
+    assert f'<input type="hidden" name="cloud_task" value="{hop_id}">' in page
+    response = admin_client.post(
+        url("cancel", task_id=task_id), {"cloud_task": hop_id}, follow=True
+    )
+    assert f"Task {task_id}: deleted from its queue: it will not run." in response.content.decode()
+    assert paused_cloud_tasks.tasks() == []
+
+
 def test_a_task_running_now_says_where_and_cancel_asks_it_to_stop(admin_client, paused_cloud_tasks):
     task_id = async_task("tests.project.tasks.echo", 1)
     Receipt.objects.claim(task_id, "tests", "a-delivery", timedelta(minutes=5))

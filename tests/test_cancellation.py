@@ -163,6 +163,30 @@ def test_a_queue_that_cannot_be_reached_still_keeps_the_task_from_running(
     configure(emulator_host=f"127.0.0.1:{free_port()}")
     task = make_task("tests.project.tasks.append", str(tmp_path / "trace"), "ran")
     with caplog.at_level(logging.WARNING, logger="django_q_cloudtasks"):
-        assert cancel(task["id"]) is Cancellation.DELETED
+        assert cancel(task["id"]) is Cancellation.UNKNOWN  # no queue could say
     assert "Could not delete task" in caplog.text
     assert Receipt.objects.get(task_id=task["id"]).cancelled is not None
+
+
+def test_what_cancel_finds_comes_from_the_receipts_own_change():
+    from django_q_cloudtasks.models import Found
+
+    Receipt.objects.claim("waiting", "tests", "d1", leases.LEASE)
+    Receipt.objects.release("waiting", "d1")
+    Receipt.objects.claim("running", "tests", "d2", leases.LEASE)
+    Receipt.objects.claim("done", "tests", "d3", leases.LEASE)
+    Receipt.objects.finish("done", "d3")
+    found = {
+        task_id: Receipt.objects.request_cancel(task_id, "tests")[0]
+        for task_id in ("waiting", "running", "done", "new")
+    }
+    assert found == {
+        "waiting": Found.WAITING,
+        "running": Found.RUNNING,
+        "done": Found.FINISHED,
+        "new": Found.NOTHING,
+    }
+    states = dict(Receipt.objects.values_list("task_id", "state"))
+    assert states == {"waiting": "done", "running": "running", "done": "done", "new": "done"}
+    assert Receipt.objects.get(task_id="done").cancelled is None  # finished before
+    assert Receipt.objects.request_cancel("running", "tests")[0] is Found.RUNNING  # again

@@ -45,6 +45,8 @@ MAX_TASK_TIMEOUT = 168 * 3600.0
 DEFAULT_MAX_RETRIES = 3
 MAX_TASK_COUNT = 10_000
 GRACE_SECONDS = 10.0
+# Finished executions kept for GetExecution and ListExecutions; the oldest go first.
+KEPT_EXECUTIONS = 1000
 
 JOB_NAME = re.compile(
     r"^projects/([^/]+)/locations/([^/]+)/jobs/([a-z]([-a-z0-9]{0,61}[a-z0-9])?)$"
@@ -177,6 +179,7 @@ class Jobs:
         with self.lock:
             if self._stopping:
                 raise ApiError(grpc.StatusCode.UNAVAILABLE, "The emulator is stopping.")
+            self._forget_old_executions()
             self.executions[execution.name] = execution
             self.operations[execution.operation] = execution.name
             execution.start_time = self.clock()
@@ -189,6 +192,15 @@ class Jobs:
                     daemon=True,
                 ).start()
         return execution
+
+    def _forget_old_executions(self) -> None:
+        """Make room for one more: the oldest finished executions go past KEPT_EXECUTIONS."""
+        finished = sorted(
+            (e for e in self.executions.values() if e.done), key=lambda e: e.create_time
+        )
+        for old in finished[: max(0, len(self.executions) + 1 - KEPT_EXECUTIONS)]:
+            del self.executions[old.name]
+            self.operations.pop(old.operation, None)
 
     def get_execution(self, name: str) -> ExecutionRecord:
         with self.lock:
@@ -293,15 +305,25 @@ class Jobs:
         with self.lock:
             if execution.cancel_requested:
                 return None
-            process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=job.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # SIGKILL takes the whole "container"
-            )
+            try:
+                process = subprocess.Popen(
+                    command,
+                    env=env,
+                    cwd=job.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its group is the "container"
+                )
+            except OSError as error:  # a command or directory that is not there
+                logger.error(
+                    "Execution %s, task %d: cannot start %s: %s",
+                    execution.execution_id,
+                    index,
+                    command,
+                    error,
+                )
+                return None
             execution.processes[index] = process
         logger.info(
             "Execution %s, task %d, attempt %d: started (pid %d)",
@@ -321,6 +343,9 @@ class Jobs:
             self._terminate(process)
             process.wait()
             code = None
+        # The container goes with its first process: so do the processes it started.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         reader.join(timeout=5)
         with self.lock:
             execution.processes.pop(index, None)

@@ -48,11 +48,19 @@ class ExecutionInfo:
         return self.completed is not None
 
 
+def execution_name(qs: QueueSettings, execution: str) -> str:
+    """An execution's resource name, under ``qs.job`` as the settings write it: Cloud Run
+    may name the project by its number, or the execution by its id alone
+    (``CLOUD_RUN_EXECUTION``)."""
+    return f"{qs.job}/executions/{execution.rsplit('/', 1)[-1]}"
+
+
 def start(qs: QueueSettings, *, env: dict[str, str], timeout: int | None) -> str:
     """Start an execution of ``qs``'s job with one task, ``env`` added to its container's
     environment, and ``timeout`` seconds as its task timeout (None: the job's own).
 
-    Returns the execution's resource name, or "" where Cloud Run's answer does not name it.
+    Returns the execution's resource name (``execution_name``), or "" where Cloud Run's
+    answer does not name it.
     """
     overrides: dict[str, Any] = {
         "container_overrides": [{"env": [{"name": k, "value": v} for k, v in env.items()]}],
@@ -67,7 +75,20 @@ def start(qs: QueueSettings, *, env: dict[str, str], timeout: int | None) -> str
     except api.failures() as error:
         raise _error(qs, "start an execution of", error, START, RUNNER) from error
     metadata = operation.metadata
-    return str(metadata.name) if metadata is not None else ""
+    return execution_name(qs, str(metadata.name)) if metadata is not None and metadata.name else ""
+
+
+def get(qs: QueueSettings, execution: str) -> ExecutionInfo | None:
+    """An execution of ``qs``'s job as Cloud Run reports it; None if there is none."""
+    from google.api_core import exceptions  # see api.py's docstring
+
+    try:
+        found = api.call(_executions(qs).get_execution, api.AT_ONCE, name=execution)
+    except exceptions.NotFound:
+        return None
+    except api.failures() as error:
+        raise _error(qs, "read an execution of", error, api.AT_ONCE, VIEWER) from error
+    return _info(qs, found)
 
 
 def cancel(qs: QueueSettings, execution: str) -> bool:
@@ -91,7 +112,7 @@ def running(qs: QueueSettings, *, limit: int = DEFAULT_LIMIT) -> list[ExecutionI
         pager = api.call(_executions(qs).list_executions, api.AT_ONCE, request=request)
         listed = []
         for execution in pager:  # further pages are further calls
-            listed.append(_info(execution))
+            listed.append(_info(qs, execution))
             if len(listed) >= limit:
                 break
     except api.failures() as error:
@@ -99,9 +120,9 @@ def running(qs: QueueSettings, *, limit: int = DEFAULT_LIMIT) -> list[ExecutionI
     return [execution for execution in listed if not execution.finished]
 
 
-def _info(execution: Any) -> ExecutionInfo:
+def _info(qs: QueueSettings, execution: Any) -> ExecutionInfo:
     return ExecutionInfo(
-        name=execution.name,
+        name=execution_name(qs, execution.name),
         running=execution.running_count,
         succeeded=execution.succeeded_count,
         failed=execution.failed_count,

@@ -147,17 +147,21 @@ class Result:
 def take_task(delivery: Delivery) -> Result:
     """Read, then forward or run, one delivered task."""
     by_reference = delivery.content_type == wire.REFERENCE_CONTENT_TYPE
+    reference = None
     try:
-        package = (
-            payloads.load(wire.read_reference(delivery.body)).encode()
-            if by_reference
-            else delivery.body
-        )
+        if by_reference:
+            reference = wire.read_reference(delivery.body)
+            package = payloads.load(reference).encode()
+        else:
+            package = delivery.body
         task = wire.read_package(package)
-    except PayloadPending as error:
-        logger.warning("A task delivery came early: %s", error)
-        return Result(500, error=str(error))
-    except PayloadGone as error:
+    except (PayloadPending, PayloadGone) as error:
+        # The package goes once the task is done: a delivery after that is a duplicate.
+        if reference is not None and _finished(reference.task_id):
+            return Result(200, "duplicate", details={"task": reference.task_id})
+        if isinstance(error, PayloadPending):
+            logger.warning("A task delivery came early: %s", error)
+            return Result(500, error=str(error))
         logger.error("Abandoned a task delivery: %s", error)
         return Result(200, "abandoned", str(error))
     except CodeMissing as error:
@@ -189,7 +193,7 @@ def take_task(delivery: Delivery) -> Result:
             return Result(500, error=str(error), task=task)
     else:
         outcome = execute(task, previous_attempts=delivery.retries)
-    if by_reference and outcome.done:
+    if (by_reference or queue.runs_in_job) and outcome.done:
         payloads.discard(outcome.task_id)
     details = {"task": outcome.task_id, "cluster": outcome.cluster, "attempt": outcome.attempt}
     if outcome.execution:
@@ -210,6 +214,10 @@ def take_wake_up(delivery: Delivery) -> Result:
         return Result(500, error=str(error))
     details = {"schedule": slot.schedule_id, "slot": slot.time.isoformat(), "task": slot.task_id}
     return Result(200, fired.value, details=details)
+
+
+def _finished(task_id: str) -> bool:
+    return bool(Receipt.objects.filter(task_id=task_id, state=Receipt.State.DONE).exists())
 
 
 def _missing_code(delivery: Delivery, error: CodeMissing) -> Result:

@@ -21,11 +21,12 @@ import enum
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.db import connections
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -135,8 +136,10 @@ def settle(task: dict[str, Any], queue: QueueSettings, holder: str) -> tuple[Out
     attempts = (failures or 0) + lost
     if lost and 0 < queue.max_attempts <= attempts:
         error = (
-            f"The process running it died {lost} time(s) (out of memory? killed?): with "
-            f"{attempts} attempt(s) of max_attempts {queue.max_attempts}, it is not run again."
+            f"The process running it died {lost} time(s), or its run ended without an "
+            "outcome (out of memory? killed? a job execution that never got to run it? see "
+            f"its logs): with {attempts} attempt(s) of max_attempts {queue.max_attempts}, it "
+            "is not run again."
         )
         return fail_without_running(task, queue, holder, error, Verdict.FAILED), lost
     return None, lost
@@ -150,11 +153,14 @@ def run_claimed(
     previous_attempts: int,
     lost: int,
     hold_for: int | None,
-    on_cancel: Any = None,
+    on_cancel: Callable[[], None] | None = None,
+    reconnect: bool = False,
 ) -> Outcome:
     """Run a task whose claim ``holder`` holds, and finish or release the claim by the
     verdict. The claim is kept alive for ``hold_for`` seconds at most (None: as long as a
-    Cloud Run job's task may run); ``on_cancel`` is called when a cancellation is learnt."""
+    Cloud Run job's task may run); ``on_cancel`` is called when a cancellation is learnt;
+    ``reconnect``: save the result on a new database connection (a job execution, where a
+    signal may interrupt the task anywhere)."""
     task_id = task["id"]
     until = timezone.now() + timedelta(seconds=hold_for or MAX_JOB_TIMEOUT)
     with (
@@ -163,7 +169,7 @@ def run_claimed(
         writer.in_flight(),  # qinfo and qmonitor count it (status.py)
         _watching_saves(task_id) as saved,
     ):
-        _run(task, queue)
+        _run(task, queue, reconnect=reconnect)
         outcome = _judge(task, queue, previous_attempts, saved.get(task_id), lost)
     if outcome.done:
         Receipt.objects.finish(task_id, holder)
@@ -205,13 +211,19 @@ def cancelled() -> bool:
     return task_id is not None and keeper.is_cancelled(task_id)
 
 
-def _run(task: dict[str, Any], queue: QueueSettings) -> None:
+def _run(task: dict[str, Any], queue: QueueSettings, *, reconnect: bool) -> None:
     results = _Mailbox()
     try:
         worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
-    except TaskCancelled as error:  # a job execution's SIGTERM just before the function
+    except TaskCancelled as error:  # a job execution's SIGTERM, between pre_execute and the call
         task.update(result=_result_of(error), success=False, stopped=timezone.now())
         results = _Mailbox(task)
+    finally:
+        _running.in_function = False
+    if reconnect:
+        # A signal may have cut a query of the task's short, leaving its connection busy:
+        # the result is saved on a new one.
+        connections.close_all()
     # The worker puts the same dict it was given, now holding the result.
     monitor(results, broker=CloudTasksBroker(queue.cluster))
 
@@ -319,8 +331,10 @@ def _succeeded_before(task_id: str) -> bool:
 def _released_on_error(task_id: str, holder: str) -> Iterator[None]:
     try:
         yield
-    except BaseException:
+    except BaseException as error:
         # The database may be what failed: then the lease, no longer renewed, runs out.
+        # What django-q's worker does not catch (the task's own SystemExit) ended the run
+        # without an outcome: it counts as an attempt, as a death does.
         with contextlib.suppress(Exception):
-            Receipt.objects.release(task_id, holder)
+            Receipt.objects.release(task_id, holder, lost=not isinstance(error, Exception))
         raise

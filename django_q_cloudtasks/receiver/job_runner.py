@@ -10,13 +10,15 @@ The execution's environment names the task and the claim the receiver took for i
 3. runs the task as the receiver does (``execution.py``), in the main thread, so that
    django-q's timeout holds, its claim renewed while it runs;
 4. on SIGTERM, which Cloud Run sends to an execution it cancels, raises ``TaskCancelled``
-   inside the task's function;
-5. once the task is done, deletes its package and its Cloud Task, which would otherwise
-   come back to the receiver once more to learn that.
+   inside the task's function, once: a second signal does not cut its clean-up short;
+5. once the task is done, deletes its Cloud Task, which would otherwise come back to the
+   receiver once more to learn that, then its package.
 
 It exits 0 once the task has an outcome (a failure to retry included: Cloud Tasks' next
-delivery starts another execution after its backoff), and 1 when it could not record one
-(the database down: an exception), so that Cloud Run tries the attempt again.
+delivery starts another execution after its backoff). An exception that escapes (the
+database down) ends it with status 1, so that Cloud Run tries the attempt again; what the
+task itself raises past django-q (``SystemExit``) ends it with its own status, its run
+counted as lost.
 """
 
 from __future__ import annotations
@@ -83,15 +85,17 @@ def run(environ: Mapping[str, str]) -> Report:
     task["cluster"] = queue.cluster
     outcome, lost = execution.settle(task, queue, holder)
     if outcome is None:
-        with _stopped_by_sigterm():
+        claims = Receipt.objects.filter(task_id=task_id).values_list("deliveries", flat=True)[0]
+        with _stopped_by_sigterm() as stop:
             outcome = execution.run_claimed(
                 task,
                 queue,
                 holder,
-                previous_attempts=lost,
+                previous_attempts=claims - 1,  # the executions started before this one
                 lost=lost,
                 hold_for=queue.execution_timeout(task.get("timeout", queue.timeout)),
-                on_cancel=_stop_main_thread,
+                on_cancel=stop.from_renewal,
+                reconnect=True,
             )
     if outcome.done:
         _clean_up(queue, task_id, environ.get(CLOUD_TASK_ENV, ""))
@@ -111,35 +115,44 @@ def _package(task_id: str) -> bytes:
     return package.encode()
 
 
-@contextlib.contextmanager
-def _stopped_by_sigterm() -> Iterator[None]:
-    """While the block runs, SIGTERM raises TaskCancelled inside the task's function; outside
-    it (django-q saving the result), the result is saved first."""
+class _Stop:
+    """How this run stops: on SIGTERM, ``TaskCancelled`` raised once inside the task."""
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        if execution.in_function():
+    def __init__(self) -> None:
+        self.signalled = threading.Event()
+
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.signalled.is_set()
+        self.signalled.set()
+        if first and execution.in_function():
             raise TaskCancelled(STOPPED)
-        logger.warning("SIGTERM while the task's result is saved: the save goes on first.")
+        logger.warning("SIGTERM again, or while the result is saved: that goes on first.")
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    def from_renewal(self) -> None:
+        """A cancellation the lease renewal learnt of: stop the task as Cloud Run's SIGTERM
+        does, should cancelling the execution have failed. A real signal, to the main
+        thread: it interrupts a sleep or a blocking call, as Cloud Run's does."""
+        if not self.signalled.is_set():
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[_Stop]:
+    """While the block runs, SIGTERM stops the task (``_Stop``)."""
+    stop = _Stop()
+    previous = signal.signal(signal.SIGTERM, stop.on_sigterm)
     try:
-        yield
+        yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_main_thread() -> None:
-    """A cancellation the lease renewal learnt of: stop the task as Cloud Run's SIGTERM
-    does, in case cancelling the execution failed. A real signal, to the main thread: it
-    interrupts a sleep or a blocking call, as Cloud Run's does."""
-    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
-
-
 def _clean_up(queue: QueueSettings, task_id: str, cloud_task: str) -> None:
+    """The Cloud Task first: while it is there, a delivery of it finds the task done by its
+    receipt, and needs the package for that no more than it needs it after."""
+    if cloud_task:
+        try:
+            delete_task(queue, cloud_task)
+        except QueueUnavailable as error:  # its next delivery finds the task done
+            logger.warning("Could not delete Cloud Task %s: %s", cloud_task, error)
     payloads.discard(task_id)
-    if not cloud_task:
-        return
-    try:
-        delete_task(queue, cloud_task)
-    except QueueUnavailable as error:  # its next delivery finds the task done
-        logger.warning("Could not delete Cloud Task %s: %s", cloud_task, error)

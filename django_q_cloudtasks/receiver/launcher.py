@@ -12,9 +12,12 @@ and stays with it until it is done:
    ``running``: the queue's backoff sets how often they come.
 3. The execution deletes the Cloud Task once the task is done; a delivery that comes first
    finds the receipt done and answers 200.
-4. A delivery that finds the claim run out (the execution died and Cloud Run did not retry
-   it, or it never started) takes the claim over and starts another execution, unless the
-   task has no attempts left: a lost run counts as an attempt (``execution.settle``).
+4. A delivery that finds the claim run out asks Cloud Run about the execution holding it.
+   One still going (waiting to start, retrying an attempt, or cut off from the database
+   for a while) keeps the task: 409 ``running``. One that ended (it died, and Cloud Run
+   gave up on it) loses it: the delivery takes the claim over and starts another
+   execution, unless the task has no attempts left, as a lost run counts as an attempt
+   (``execution.settle``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from ..conf import queue_settings
+from django.utils import timezone
+
+from ..conf import QueueSettings, queue_settings
+from ..exceptions import ExecutionError
 from ..gcp import jobs
 from ..models import Claim, Receipt
 from . import job_runner
@@ -44,12 +50,12 @@ def supervise(task: dict[str, Any], *, cloud_task: str = "") -> Outcome:
     queue = queue_settings(task.get("cluster"))
     task["cluster"] = queue.cluster
     task_id, holder = task["id"], uuid.uuid4().hex
+    running = _running_execution(queue, task_id)
+    if running is not None:
+        return Outcome(Verdict.RUNNING, task_id, queue.cluster, execution=running)
     claim = Receipt.objects.claim(task_id, queue.cluster, holder, LAUNCH_LEASE)
-    if claim is Claim.BUSY:
-        execution = (
-            Receipt.objects.filter(task_id=task_id).values_list("execution", flat=True).first()
-        )
-        return Outcome(Verdict.RUNNING, task_id, queue.cluster, execution=execution or "")
+    if claim is Claim.BUSY:  # another delivery claimed it a moment ago
+        return Outcome(Verdict.RUNNING, task_id, queue.cluster)
     if claim is Claim.DONE:
         return Outcome(Verdict.DUPLICATE, task_id, queue.cluster)
     if claim is Claim.RESUMED:
@@ -70,3 +76,30 @@ def supervise(task: dict[str, Any], *, cloud_task: str = "") -> Outcome:
         Receipt.objects.note_execution(task_id, holder, execution)
     logger.info("Task %s (%s) runs in %s.", task["name"], task_id, execution or "an execution")
     return Outcome(Verdict.LAUNCHED, task_id, queue.cluster, execution=execution)
+
+
+def _running_execution(queue: QueueSettings, task_id: str) -> str | None:
+    """The execution holding the task's claim, if it runs (or is to run) the task still;
+    None if the claim is free to take, or taken by no execution."""
+    claim = (
+        Receipt.objects.filter(task_id=task_id, state=Receipt.State.RUNNING)
+        .values_list("lease_until", "execution")
+        .first()
+    )
+    if claim is None:
+        return None
+    lease_until, execution = claim
+    if lease_until > timezone.now():
+        return str(execution)
+    if not execution:
+        return None  # it never started, nor did Cloud Run say it would: take it over
+    try:
+        found = jobs.get(queue, execution)
+    except ExecutionError as error:
+        # Not knowing, keep it: taking it over could run the task twice.
+        logger.warning("Task %s: its claim ran out, and %s", task_id, error)
+        return str(execution)
+    if found is not None and not found.finished:
+        logger.info("Task %s: %s is still going, though its claim ran out.", task_id, execution)
+        return str(execution)
+    return None

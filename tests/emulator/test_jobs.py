@@ -200,3 +200,32 @@ def test_stopping_the_emulator_stops_its_executions(tmp_path, notes):
     assert execution.done
     assert execution.cancelled == 1
     assert not execution.processes
+
+
+def test_a_command_that_cannot_start_fails_its_attempts(tmp_path):
+    from django_q_cloudtasks.emulator.jobs import JobRecord
+
+    with Emulator(port=free_port_pair(), job_grace=GRACE) as emulator:
+        emulator.ensure_job(JobRecord(JOB, [str(tmp_path / "no-such-command")], max_retries=1))
+        execution = emulator.jobs.wait(emulator.jobs.run_job(JOB).name, 10)
+    assert (execution.done, execution.failed, execution.retried) == (True, 1, 1)
+
+
+def test_the_processes_a_task_started_go_with_it(tmp_path):
+    """As a container's do: here, a child left running when the task's own process ends."""
+    from django_q_cloudtasks.emulator.jobs import JobRecord
+
+    child = tmp_path / "child"
+    script = f"sleep 60 & echo $! > {child}; exit 0"
+    with Emulator(port=free_port_pair(), job_grace=GRACE) as emulator:
+        emulator.ensure_job(JobRecord(JOB, ["sh", "-c", script]))
+        emulator.jobs.wait(emulator.jobs.run_job(JOB).name, 10)
+        pid = int(child.read_text())
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=5)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True

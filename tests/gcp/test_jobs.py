@@ -85,3 +85,17 @@ def test_an_unreachable_cloud_run_is_an_error_within_the_budget(long, configure)
     configure(emulator_host=nobody)
     with pytest.raises(ExecutionError, match=f"is the emulator at {nobody} running"):
         jobs.cancel(queue_settings("long"), f"{JOB}/executions/worker-abcde")
+
+
+def test_an_executions_name_is_written_under_the_job_as_the_settings_name_it(long):
+    by_number = "projects/123456789/locations/europe-west1/jobs/worker/executions/worker-abcde"
+    assert jobs.execution_name(long, by_number) == f"{JOB}/executions/worker-abcde"
+    assert jobs.execution_name(long, "worker-abcde") == f"{JOB}/executions/worker-abcde"
+
+
+def test_an_execution_is_read_or_found_missing(long, emulator):
+    name = jobs.start(long, env={}, timeout=None)
+    emulator.jobs.wait(name, 30)
+    found = jobs.get(long, name)
+    assert (found.name, found.finished, found.succeeded) == (name, True, 1)
+    assert jobs.get(long, f"{JOB}/executions/worker-zzzzz") is None

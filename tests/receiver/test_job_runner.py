@@ -200,3 +200,27 @@ def test_without_the_receivers_environment_nothing_runs():
 def test_a_task_never_claimed_runs_nothing(long):
     report = job_runner.run({job_runner.TASK_ENV: "nope", job_runner.HOLDER_ENV: "x"})
     assert (report.exit_code, report.message) == (0, "Task nope was never claimed: nothing to run.")
+
+
+def test_a_second_sigterm_does_not_cut_the_tasks_clean_up_short(long, tmp_path):
+    trace = tmp_path / "trace"
+    env = launched("tests.project.tasks.clean_up_through_a_second_sigterm", str(trace))
+    assert job_runner.run(env).message.endswith("retry.")  # no cancel() was asked for
+    assert trace.read_text() == "cleaned up\n"
+    assert "TaskCancelled" in Failure.objects.get(id=env[job_runner.TASK_ENV]).result
+
+
+def test_a_task_that_exits_past_django_q_has_its_run_counted_as_lost(long, tmp_path):
+    env = launched("tests.project.tasks.exit_with", str(tmp_path / "trace"), 3)
+    with pytest.raises(SystemExit) as exited:
+        job_runner.run(env)
+    assert exited.value.code == 3
+    receipt = Receipt.objects.get(task_id=env[job_runner.TASK_ENV])
+    assert (receipt.state, receipt.lost) == ("retry", 1)  # max_attempts bounds it
+
+
+def test_a_cached_failure_counts_the_executions_started_for_it(long, tmp_path):
+    env = launched("tests.project.tasks.count_and_fail", str(tmp_path / "trace"), cached=True)
+    task_id = env[job_runner.TASK_ENV]
+    Receipt.objects.filter(task_id=task_id).update(deliveries=2)  # a second execution
+    assert job_runner.run(env).message.endswith("failed.")  # max_attempts is 2

@@ -122,6 +122,37 @@ def test_a_delivery_after_the_task_is_done_answers_200(deliver_long, emulator):
     assert not Payload.objects.filter(task_id=task["id"]).exists()
 
 
+def test_a_delivery_after_the_execution_cleaned_up_answers_duplicate(
+    deliver_long, deliver, emulator
+):
+    task = long_task()
+    deliver_long(task)
+    body = stored(task["id"], sign(task).decode())  # the reference Cloud Tasks holds
+    Receipt.objects.filter(task_id=task["id"]).update(state=Receipt.State.DONE)
+    Payload.objects.filter(task_id=task["id"]).delete()  # as the execution does when done
+    response = deliver(body, content_type=REFERENCE_CONTENT_TYPE)
+    assert (response.status_code, response.json()["status"]) == (200, "duplicate")
+
+
+def test_a_claim_run_out_while_cloud_run_still_runs_its_execution_is_left_to_it(
+    deliver_long, emulator, notes
+):
+    """The database was out of reach for longer than the lease, say: the execution lives."""
+    task = long_task()
+    launched = deliver_long(task).json()["execution"]
+    Receipt.objects.filter(task_id=task["id"]).update(lease_until=timezone.now())
+    emulator.jobs.run_job(JOB, env={"SLEEP": "60"})  # a stand-in that keeps running
+    running = emulator.jobs.list_executions(JOB)[0].name
+    Receipt.objects.filter(task_id=task["id"]).update(execution=running)
+    response = deliver_long(task, retries=1)
+    assert (response.status_code, response.json()["status"]) == (409, "running")
+    assert len(executions(emulator)) == 2  # no new one
+    emulator.jobs.cancel_execution(running)
+    emulator.jobs.wait(running, 15)
+    assert deliver_long(task, retries=2).json()["status"] == "launched"  # now it is taken over
+    assert launched != Receipt.objects.get(task_id=task["id"]).execution
+
+
 def test_an_execution_that_died_is_started_again_and_its_run_counts_as_lost(deliver_long, emulator):
     task = long_task()
     deliver_long(task)
