@@ -70,7 +70,8 @@ def test_a_hook_is_called_with_the_result(e2e, tmp_path):
         hook="tests.project.tasks.record_hook",
     )
     assert result(task_id, wait=20_000) == 42
-    wait_for(hook_file.exists)
+    # The hook runs after the result is saved; its file exists before it is written.
+    wait_for(lambda: hook_file.exists() and hook_file.read_text())
     assert hook_file.read_text() == "tests.project.tasks.echo=42"
 
 
