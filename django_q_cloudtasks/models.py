@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import random
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
 from django.db import IntegrityError, models, router, transaction
 from django.db.models import Case, F, Q, Value, When
@@ -53,24 +54,16 @@ class Found(enum.Enum):
 class ReceiptManager(models.Manager["Receipt"]):
     def claim(self, task_id: str, cluster: str, holder: str, lease: timedelta) -> Claim:
         now = timezone.now()
-        using = router.db_for_write(Receipt)
-        # Outside a transaction the INSERT commits on its own, in one round trip; inside
-        # one, a savepoint keeps a duplicate's IntegrityError from breaking it.
-        inside = transaction.get_connection(using).in_atomic_block
-        try:
-            with transaction.atomic(using=using) if inside else contextlib.nullcontext():
-                self.create(
-                    task_id=task_id,
-                    cluster=cluster,
-                    state=Receipt.State.RUNNING,
-                    holder=holder,
-                    lease_until=now + lease,
-                    claimed=now,
-                    updated=now,
-                )
+        if self._insert(
+            task_id=task_id,
+            cluster=cluster,
+            state=Receipt.State.RUNNING,
+            holder=holder,
+            lease_until=now + lease,
+            claimed=now,
+            updated=now,
+        ):
             return Claim.RUN
-        except IntegrityError:
-            pass
         # A failed delivery leaves RETRY; a dead one leaves RUNNING with its lease run out,
         # and a run lost.
         resumed = (
@@ -117,6 +110,13 @@ class ReceiptManager(models.Manager["Receipt"]):
             )
         )
 
+    def let_go(self, task_id: str, holder: str) -> None:
+        """End the lease of ``holder``'s claim now: the job execution it was taken for ended
+        without a word, as Cloud Run says."""
+        self.filter(task_id=task_id, holder=holder, state=Receipt.State.RUNNING).update(
+            lease_until=timezone.now() - timedelta(microseconds=1)
+        )
+
     def note_execution(self, task_id: str, holder: str, execution: str) -> None:
         """Record the execution started for a claim, unless it adopted the claim already."""
         self.filter(task_id=task_id, holder=holder, execution="").update(execution=execution)
@@ -152,22 +152,8 @@ class ReceiptManager(models.Manager["Receipt"]):
             ).update(cancelled=now, updated=now)
             receipt = self.filter(task_id=task_id).first()
             if receipt is None:
-                if self._keep_from_running(task_id, cluster, now):
-                    return Found.NOTHING, None
-            elif receipt.state == Receipt.State.DONE:
-                return Found.FINISHED, receipt
-            elif receipt.state == Receipt.State.RUNNING and receipt.cancelled is not None:
-                return Found.RUNNING, receipt
-            # Else a delivery claimed or released it between two statements: again.
-
-    def _keep_from_running(self, task_id: str, cluster: str, now: datetime) -> bool:
-        """A finished, cancelled receipt for a task no delivery claimed; False if one just
-        did."""
-        using = router.db_for_write(Receipt)
-        inside = transaction.get_connection(using).in_atomic_block
-        try:
-            with transaction.atomic(using=using) if inside else contextlib.nullcontext():
-                self.create(
+                # A finished, cancelled receipt, unless a delivery claims it first.
+                if self._insert(
                     task_id=task_id,
                     cluster=cluster,
                     state=Receipt.State.DONE,
@@ -175,7 +161,23 @@ class ReceiptManager(models.Manager["Receipt"]):
                     lease_until=now,
                     cancelled=now,
                     updated=now,
-                )
+                ):
+                    return Found.NOTHING, None
+            elif receipt.state == Receipt.State.DONE:
+                return Found.FINISHED, receipt
+            elif receipt.state == Receipt.State.RUNNING and receipt.cancelled is not None:
+                return Found.RUNNING, receipt
+            # Else a delivery claimed or released it between two statements: again.
+
+    def _insert(self, **fields: Any) -> bool:
+        """Create a receipt; False if the task has one already."""
+        using = router.db_for_write(Receipt)
+        # Outside a transaction the INSERT commits on its own, in one round trip; inside
+        # one, a savepoint keeps a duplicate's IntegrityError from breaking it.
+        inside = transaction.get_connection(using).in_atomic_block
+        try:
+            with transaction.atomic(using=using) if inside else contextlib.nullcontext():
+                self.create(**fields)
         except IntegrityError:
             return False
         return True

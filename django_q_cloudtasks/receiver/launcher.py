@@ -80,26 +80,36 @@ def supervise(task: dict[str, Any], *, cloud_task: str = "") -> Outcome:
 
 def _running_execution(queue: QueueSettings, task_id: str) -> str | None:
     """The execution holding the task's claim, if it runs (or is to run) the task still;
-    None if the claim is free to take, or taken by no execution."""
+    None if the claim is free to take, or taken by no execution.
+
+    A fresh lease says so by itself, unless the task was cancelled: an execution stopped
+    before it took over its claim (still starting) leaves the launch's lease, which only
+    Cloud Run can say is over.
+    """
     claim = (
         Receipt.objects.filter(task_id=task_id, state=Receipt.State.RUNNING)
-        .values_list("lease_until", "execution")
+        .values_list("lease_until", "execution", "holder", "cancelled")
         .first()
     )
     if claim is None:
         return None
-    lease_until, execution = claim
-    if lease_until > timezone.now():
+    lease_until, execution, holder, cancelled = claim
+    fresh = lease_until > timezone.now()
+    if fresh and cancelled is None:
         return str(execution)
     if not execution:
-        return None  # it never started, nor did Cloud Run say it would: take it over
+        # Never started, nor did Cloud Run say it would: take it over once the lease is out.
+        return str(execution) if fresh else None
     try:
         found = jobs.get(queue, execution)
     except ExecutionError as error:
         # Not knowing, keep it: taking it over could run the task twice.
-        logger.warning("Task %s: its claim ran out, and %s", task_id, error)
+        logger.warning("Task %s: %s", task_id, error)
         return str(execution)
     if found is not None and not found.finished:
-        logger.info("Task %s: %s is still going, though its claim ran out.", task_id, execution)
+        if not fresh:
+            logger.info("Task %s: %s is still going, its claim run out.", task_id, execution)
         return str(execution)
+    if fresh:  # ended without a word: its claim is free, for this delivery to take
+        Receipt.objects.let_go(task_id, holder)
     return None

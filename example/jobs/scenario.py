@@ -48,7 +48,8 @@ def enqueue() -> list[Expectation]:
         async_task("jobs.tasks.thumbnail", size, group=thumbnails)
     hooked = async_task("jobs.tasks.slow_report", 1, hook="jobs.tasks.notify")
     export = async_task("jobs.tasks.long_export", LONG_EXPORT_SECONDS, cluster="long")
-    doomed = async_task("jobs.tasks.long_export", 600, cluster="long")
+    doomed_label = f"doomed-export-{run}"
+    doomed = async_task("jobs.tasks.long_export", 600, doomed_label, cluster="long")
     delayed = async_task_after(timedelta(seconds=DELAY), "jobs.tasks.slow_report", 0)
     Schedule.objects.filter(name=HEARTBEAT).delete()
     schedule(
@@ -98,7 +99,7 @@ def enqueue() -> list[Expectation]:
         ),
         Expectation(
             "cancelled export: stopped in its job execution, a Failure saying so",
-            lambda: _cancelled_once_running(doomed),
+            lambda: _cancelled_once_running(doomed, doomed_label),
         ),
         Expectation(
             "schedule: heartbeat fired",
@@ -119,15 +120,18 @@ def _notified(task_id: str) -> bool:
     return Notification.objects.filter(task_id=task_id).exists()
 
 
-def _cancelled_once_running(task_id: str) -> bool:
-    """Cancel the task once an execution runs it, as the page's Cancel button does; then
-    whether its Failure row says it was cancelled."""
-    running = Receipt.objects.filter(
-        task_id=task_id, state=Receipt.State.RUNNING, cancelled__isnull=True
-    ).exclude(execution="")
-    if running.exists():
+def _cancelled_once_running(task_id: str, label: str) -> bool:
+    """Cancel the task once it runs in its execution, as the page's Cancel button does; then
+    whether it cleaned up, and its Failure row says it was cancelled."""
+    from .models import Notification
+
+    notes = set(Notification.objects.filter(task_id=label).values_list("message", flat=True))
+    if (
+        "export started" in notes
+        and not Receipt.objects.filter(task_id=task_id, cancelled__isnull=False).exists()
+    ):
         cancel(task_id)
-    return "TaskCancelled" in _result(Failure, task_id)
+    return "export cancelled: cleaned up" in notes and "TaskCancelled" in _result(Failure, task_id)
 
 
 def _result(model: type[Success] | type[Failure], task_id: str) -> str:

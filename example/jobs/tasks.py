@@ -48,16 +48,18 @@ def notify(task) -> None:  # type: ignore[no-untyped-def]
     Notification.objects.create(task_id=task.id, message=f"{task.name} {outcome}: {task.result}")
 
 
-def long_export(seconds: float) -> str:
+def long_export(seconds: float, label: str = "export") -> str:
     """Work longer than the web server lets a request last: enqueued on the cluster "long",
     it runs in a Cloud Run job execution. Cancelled, it is stopped there: TaskCancelled is
-    raised inside it, and it cleans up before it goes."""
+    raised inside it, and it cleans up before it goes. It notes its start and its end under
+    ``label``."""
+    Notification.objects.create(task_id=label, message="export started")
     started = time.monotonic()
     try:
         while time.monotonic() - started < seconds:
             time.sleep(0.5)  # a chunk of the export
     except TaskCancelled:
-        Notification.objects.create(task_id="long-export", message="export cancelled: cleaned up")
+        Notification.objects.create(task_id=label, message="export cancelled: cleaned up")
         raise
     return f"exported in {seconds:g} s, in execution {os.environ.get('CLOUD_RUN_EXECUTION')}"
 

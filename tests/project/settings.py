@@ -18,6 +18,7 @@ Environment:
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = os.environ.get("DJQ_SECRET_KEY", "tests-only-secret-key-do-not-use-elsewhere")
@@ -97,7 +98,7 @@ if os.environ.get("DJQ_CACHE_URL"):
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-Q_CLUSTER = {
+Q_CLUSTER: dict[str, Any] = {
     "name": "tests",
     "broker_class": "django_q_cloudtasks.CloudTasksBroker",
     "timeout": 20,

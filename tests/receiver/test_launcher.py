@@ -71,6 +71,13 @@ def executions(emulator: Emulator) -> list[Any]:
     return emulator.jobs.list_executions(JOB)
 
 
+def died(emulator: Emulator, task: dict[str, Any], **fields: Any) -> None:
+    """The execution holding the task's claim ended without renewing it (it died)."""
+    execution = Receipt.objects.get(task_id=task["id"]).execution
+    assert emulator.jobs.wait(execution, 30).done
+    Receipt.objects.filter(task_id=task["id"]).update(lease_until=timezone.now(), **fields)
+
+
 def test_the_first_delivery_starts_an_execution_that_adopts_its_claim(
     deliver_long, emulator, notes
 ):
@@ -156,7 +163,7 @@ def test_a_claim_run_out_while_cloud_run_still_runs_its_execution_is_left_to_it(
 def test_an_execution_that_died_is_started_again_and_its_run_counts_as_lost(deliver_long, emulator):
     task = long_task()
     deliver_long(task)
-    Receipt.objects.filter(task_id=task["id"]).update(lease_until=timezone.now())  # run out
+    died(emulator, task)
     response = deliver_long(task, retries=1)
     assert response.json()["status"] == "launched"
     assert len(executions(emulator)) == 2
@@ -170,7 +177,7 @@ def test_a_task_whose_executions_died_until_no_attempt_is_left_fails_for_good(
     task = long_task()
     for retries in range(2):  # max_attempts is 2: two runs, both lost
         deliver_long(task, retries=retries)
-        Receipt.objects.filter(task_id=task["id"]).update(lease_until=timezone.now())
+        died(emulator, task)
     response = deliver_long(task, retries=2)
     assert (response.status_code, response.json()["status"]) == (200, "failed")
     assert len(executions(emulator)) == 2
@@ -180,11 +187,24 @@ def test_a_task_whose_executions_died_until_no_attempt_is_left_fails_for_good(
 def test_a_cancelled_task_gets_no_new_execution(deliver_long, emulator):
     task = long_task()
     deliver_long(task)
-    Receipt.objects.filter(task_id=task["id"]).update(
-        lease_until=timezone.now(), cancelled=timezone.now()
-    )
+    died(emulator, task, cancelled=timezone.now())
     response = deliver_long(task, retries=1)
     assert (response.status_code, response.json()["status"]) == (200, "cancelled")
+    assert len(executions(emulator)) == 1
+
+
+def test_a_task_cancelled_before_its_execution_took_its_claim_ends_at_the_next_delivery(
+    deliver_long, emulator
+):
+    """cancel() stopped the execution while it was starting: the launch's lease of 5
+    minutes is not waited out, once Cloud Run says the execution ended."""
+    task = long_task()
+    execution = deliver_long(task).json()["execution"]
+    emulator.jobs.wait(execution, 30)  # it ended without taking over its claim
+    Receipt.objects.request_cancel(task["id"], "long")
+    response = deliver_long(task, retries=1)
+    assert (response.status_code, response.json()["status"]) == (200, "cancelled")
+    assert "TaskCancelled" in Failure.objects.get(id=task["id"]).result
     assert len(executions(emulator)) == 1
 
 
