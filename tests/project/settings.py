@@ -81,7 +81,9 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("DJQ_DB_NAME", str(BASE_DIR / "db.sqlite3")),
             "ATOMIC_REQUESTS": True,
-            "OPTIONS": {"timeout": 20},
+            # Processes write at once (servers, jobs, the tests): a transaction takes the
+            # write lock when it begins, so that two never deadlock upgrading to it.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
             # A file, not memory: the live server the end-to-end tests start shares it.
             "TEST": {"NAME": str(Path(tempfile.gettempdir()) / f"djq-tests-{os.getpid()}.sqlite3")},
         }
