@@ -84,7 +84,7 @@ def test_a_task_longer_than_the_servers_request_timeout_succeeds_in_a_job_execut
     wait_for(lambda: long_queue_is_empty(job_stack))  # the execution deleted its Cloud Task
     receipt = Receipt.objects.get(task_id=task_id)
     assert (receipt.state, receipt.execution) == ("done", f"{JOB}/executions/{execution}")
-    assert not Payload.objects.filter(task_id=task_id).exists()
+    wait_for(lambda: not Payload.objects.filter(task_id=task_id).exists())  # then its package
     assert 409 in answers(job_stack)  # "launched": the receiver only started the execution
     assert len(trace.runs) == 1
 
