@@ -24,7 +24,7 @@ from . import delays, payloads, wire
 from .conf import QueueSettings, main_cluster_name, queue_settings
 from .exceptions import EnqueueError, QueueUnavailable
 from .gcp import queue_admin
-from .gcp.tasks import create_http_task, delete_task
+from .gcp.tasks import create_task, delete_task
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -131,10 +131,10 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
             schedule_time = None
         timeout = package.get("timeout")
         try:
-            create_http_task(
+            create_task(
                 qs,
                 name=name,
-                url=qs.url,
+                uri=qs.receiver_uri,
                 body=body,
                 content_type=content_type,
                 deadline=qs.deadline_for(qs.timeout if timeout is None else timeout),

@@ -20,7 +20,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
-from . import conf
+from . import conf, targets
 from .wire import MAX_TASK_BODY_BYTES
 
 
@@ -233,14 +233,14 @@ def _check_timeouts() -> list[CheckMessage]:
                 "its executions run with the Cloud Run job's own task timeout (10 minutes "
                 "unless the job sets another), which stops a task without a Failure row"
             )
-            longest = conf.MAX_JOB_TIMEOUT - conf.JOB_MARGIN
+            longest = targets.MAX_JOB_TIMEOUT - targets.JOB_MARGIN
         else:
             problem = (
                 f"Cloud Tasks waits {queue.deadline_for(None)} s (its dispatch deadline) for "
                 "the answer, then delivers the task again, and a task still running then is "
                 "run a second time once its claim runs out"
             )
-            longest = conf.MAX_DISPATCH_DEADLINE - conf.DISPATCH_MARGIN
+            longest = targets.MAX_DISPATCH_DEADLINE - targets.DISPATCH_MARGIN
         messages.append(
             Warning(
                 f"Cluster {queue.cluster!r} has no timeout: {problem}.",

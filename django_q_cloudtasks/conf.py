@@ -11,9 +11,9 @@ Two views of the same settings:
   Its ``timeout``, ``max_attempts`` and ``ack_failures`` are read where django-q reads
   them, from ``django_q.conf.Conf``, unless the cluster's ``ALT_CLUSTERS`` entry sets its
   own.
-  Its ``target`` says where its tasks run: in the receiver (``"http"``, the default), or
-  each in an execution of a Cloud Run job (``"cloud_run_job"``), for work longer than
-  Cloud Tasks waits for an answer.
+  Its ``target`` says where its tasks run (``targets.py``): in the receiver at ``url``
+  (``"http"``, the default), each in an execution of a Cloud Run job
+  (``"cloud_run_job"``), or in the receiver on an App Engine service (``"app_engine"``).
 * :class:`ReceiverSettings`, one per process: who may call the receiver endpoint.
 
 Every problem raises :class:`ConfigurationError` carrying the id of the system check that
@@ -29,7 +29,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,8 +39,9 @@ from django.dispatch import receiver
 from django.urls import NoReverseMatch, reverse
 from django_q.conf import Conf
 
-from . import environment
+from . import environment, targets
 from .exceptions import ConfigurationError
+from .targets import AppEngineRouting, Target
 
 BROKER_CLASS = "django_q_cloudtasks.CloudTasksBroker"
 EMULATOR_ENV = "CLOUD_TASKS_EMULATOR_HOST"
@@ -52,25 +53,8 @@ TICK_PATH = "tick/"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 
-# Cloud Tasks bounds for an HTTP task's dispatch deadline, in seconds.
-MIN_DISPATCH_DEADLINE = 15
-MAX_DISPATCH_DEADLINE = 1800
-DEFAULT_DISPATCH_DEADLINE = 600
-# Time the receiver needs after a timed-out task to save its Failure and answer.
-DISPATCH_MARGIN = 15
 # The biggest signed package enqueued; those over Cloud Tasks' 1 MiB go by reference.
 DEFAULT_MAX_PACKAGE_BYTES = 32 * 1024 * 1024
-
-# Where a cluster's tasks run: in the receiver, or in Cloud Run job executions.
-HTTP_TARGET = "http"
-JOB_TARGET = "cloud_run_job"
-TARGETS = (HTTP_TARGET, JOB_TARGET)
-# Cloud Run Jobs' longest task timeout: 168 hours.
-MAX_JOB_TIMEOUT = 168 * 3600
-# Time an execution needs beyond the task's timeout: to start, save the result and stop.
-JOB_MARGIN = 60
-# Seconds Cloud Tasks waits for the receiver to start (or look after) a job execution.
-DEFAULT_LAUNCH_DEADLINE = 60
 
 QUEUE_KEYS = frozenset(
     {
@@ -85,8 +69,7 @@ QUEUE_KEYS = frozenset(
         "enqueue_timeout",
         "max_package_bytes",
         "queue_options",
-        "target",
-        "job",
+        *targets.TARGET_KEYS,
     }
 )
 # Keys about the receiver endpoint: one endpoint serves every cluster, so they live in
@@ -99,8 +82,6 @@ OWN_KEYS = ("timeout", "max_attempts", "ack_failures")
 LOCATION_ID = re.compile(r"^[a-z0-9-]{1,63}$")
 EMULATOR_HOST = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9:.-]{0,98}[a-z0-9]$|^[a-z0-9-]+$")
-JOB_ID = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-JOB_PATH = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)$")
 
 
 @dataclass(frozen=True)
@@ -165,8 +146,9 @@ class QueueSettings:
     queue_options: QueueOptions = QueueOptions()
     # The django-q settings an ALT_CLUSTERS entry sets for itself (OWN_KEYS), as pairs.
     own: tuple[tuple[str, Any], ...] = ()
-    target: str = HTTP_TARGET
-    job: str | None = None  # the Cloud Run job's resource name, for target "cloud_run_job"
+    target: Target = field(default_factory=Target)
+    # The receiver's path, where an App Engine target's tasks go inside the app.
+    relative_uri: str = ""
 
     @property
     def timeout(self) -> int | None:
@@ -194,8 +176,17 @@ class QueueSettings:
 
     @property
     def schedule_url(self) -> str:
-        """Where Cloud Tasks wakes a schedule up at its slot: beside the receiver."""
+        """Where Cloud Tasks wakes a schedule up at its slot: beside the receiver (for an
+        App Engine target, its path)."""
+        if self.app_engine is not None:
+            return _beside(self.relative_uri, SCHEDULE_PATH)
         return _beside(self.url, SCHEDULE_PATH)
+
+    @property
+    def receiver_uri(self) -> str:
+        """Where Cloud Tasks delivers a task: ``url``, or for an App Engine target the
+        receiver's path inside the app."""
+        return self.relative_uri if self.app_engine is not None else self.url
 
     @property
     def tick_url(self) -> str:
@@ -205,25 +196,29 @@ class QueueSettings:
     @property
     def runs_in_job(self) -> bool:
         """Whether the cluster's tasks run in Cloud Run job executions, not in the receiver."""
-        return self.target == JOB_TARGET
+        return self.target.kind == targets.CLOUD_RUN_JOB
+
+    @property
+    def job(self) -> str | None:
+        """The Cloud Run job's resource name, for a job cluster."""
+        return self.target.job
+
+    @property
+    def app_engine(self) -> AppEngineRouting | None:
+        """Where the tasks go inside App Engine, for an App Engine target."""
+        return self.target.app_engine
 
     def deadline_for(self, timeout: int | None) -> int:
         """Seconds Cloud Tasks waits for the answer to a task with this django-q timeout. A
         job cluster's receiver answers once it has started (or looked after) the execution."""
-        if self.dispatch_deadline is not None:
-            return self.dispatch_deadline
-        if self.runs_in_job:
-            return DEFAULT_LAUNCH_DEADLINE
-        if timeout is None or timeout < 0:
-            return DEFAULT_DISPATCH_DEADLINE
-        return max(MIN_DISPATCH_DEADLINE, min(MAX_DISPATCH_DEADLINE, timeout + DISPATCH_MARGIN))
+        return self.target.deadline_for(timeout, self.dispatch_deadline)
 
     def execution_timeout(self, timeout: int | None) -> int | None:
         """Seconds a job execution may run for a task with this django-q timeout; None: the
         job's own task timeout."""
         if timeout is None or timeout < 0:
             return None
-        return min(MAX_JOB_TIMEOUT, timeout + JOB_MARGIN)
+        return min(targets.MAX_JOB_TIMEOUT, timeout + targets.JOB_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -237,6 +232,9 @@ class ReceiverSettings:
     certs_url: str
     clock_skew: int
     emulator: bool
+    # The queues whose deliveries App Engine vouches for: its App Engine clusters', when
+    # this process runs on App Engine (environment.on_app_engine), else none.
+    app_engine_queues: frozenset[str] = frozenset()
 
 
 def q_cluster() -> dict[str, Any]:
@@ -313,7 +311,8 @@ def receiver_settings() -> ReceiverSettings:
     emails = _string_list(cloud_tasks, "allowed_emails") or [
         c.service_account_email for c in clusters if c.service_account_email
     ]
-    if verify and not emails:
+    every_task_inside_app_engine = all(c.app_engine is not None for c in clusters)
+    if verify and not emails and not every_task_inside_app_engine:
         raise ConfigurationError(
             "Token verification is on, but no e-mail is allowed to call the receiver.",
             check_id="django_q_cloudtasks.E006",
@@ -336,7 +335,7 @@ def receiver_settings() -> ReceiverSettings:
         raise _invalid("certs_url", "must be an http(s) URL")
     return ReceiverSettings(
         verify_token=verify,
-        audiences=tuple(dict.fromkeys(c.audience for c in clusters)),
+        audiences=tuple(dict.fromkeys(c.audience for c in clusters if c.audience)),
         allowed_emails=frozenset(emails),
         issuers=tuple(
             _string_list(cloud_tasks, "issuers") or ([issuer] if issuer else GOOGLE_ISSUERS)
@@ -344,6 +343,9 @@ def receiver_settings() -> ReceiverSettings:
         certs_url=certs_url,
         clock_skew=clock_skew,
         emulator=emulator_host is not None,
+        app_engine_queues=frozenset(
+            c.queue for c in clusters if c.app_engine is not None and environment.on_app_engine()
+        ),
     )
 
 
@@ -437,8 +439,8 @@ def _option_values(cloud_tasks: Mapping[str, Any], where: str) -> dict[str, Any]
                 f'{where}["{section}"] must be a dict, not {fields!r}.',
                 f"Its keys: {', '.join(rules)}.",
             )
-        for field, field_value in fields.items():
-            if (section, field) == ("retry_config", "max_attempts"):
+        for option, option_value in fields.items():
+            if (section, option) == ("retry_config", "max_attempts"):
                 raise _bad_option(
                     f'{where}["retry_config"]["max_attempts"] cannot be set: django-q\'s '
                     'Q_CLUSTER["max_attempts"] decides when a failing task stops.',
@@ -447,17 +449,17 @@ def _option_values(cloud_tasks: Mapping[str, Any], where: str) -> dict[str, Any]
                     'cloudtasks_setup makes it unlimited. Set Q_CLUSTER["max_attempts"] '
                     "(or the cluster's own) instead.",
                 )
-            if field not in rules:
+            if option not in rules:
                 raise _bad_option(
-                    f'Unknown key {field!r} in {where}["{section}"].', _closest(field, rules)
+                    f'Unknown key {option!r} in {where}["{section}"].', _closest(option, rules)
                 )
-            test, rule = rules[field]
-            if not test(field_value):
+            test, rule = rules[option]
+            if not test(option_value):
                 raise _bad_option(
-                    f'{where}["{section}"]["{field}"] must be {rule}, not {field_value!r}.',
+                    f'{where}["{section}"]["{option}"] must be {rule}, not {option_value!r}.',
                     "See https://cloud.google.com/tasks/docs/configuring-queues for what it does.",
                 )
-            values[field] = field_value
+            values[option] = option_value
     return values
 
 
@@ -516,17 +518,24 @@ def _build_queue_settings(
             'Q_CLUSTER["cloud_tasks"]["queue"], or rename the cluster.',
         )
 
+    target = targets.read_target(cluster, cloud_tasks, given, project, location)
     url = cloud_tasks.get("url") or _detect_receiver_url()
-    if not url:
+    relative_uri = ""
+    if target.app_engine is not None:
+        # Inside the app: the receiver's path, of url if given (the tick needs a URL).
+        relative_uri = urlsplit(url).path if isinstance(url, str) and url else receiver_path() or ""
+    if not url and target.app_engine is None:
         raise ConfigurationError(
             'Q_CLUSTER["cloud_tasks"]["url"] is not set and could not be detected.',
             check_id="django_q_cloudtasks.E005",
             hint="Set it to the public URL where the receiver is mounted, "
             'e.g. "https://app.example.com/_tasks/".',
         )
-    _check_url("url", url, https=not emulator_host)
-    audience = cloud_tasks.get("audience") or _origin(url)
-    _check_url("audience", audience, https=False)
+    audience = ""
+    if url:
+        _check_url("url", url, https=not emulator_host)
+        audience = cloud_tasks.get("audience") or _origin(url)
+        _check_url("audience", audience, https=False)
 
     email = cloud_tasks.get("service_account_email") or None
     if email is None and emulator_host:
@@ -548,28 +557,8 @@ def _build_queue_settings(
         )
 
     deadline = cloud_tasks.get("dispatch_deadline")
-    if deadline is not None and (
-        not isinstance(deadline, int)
-        or not MIN_DISPATCH_DEADLINE <= deadline <= MAX_DISPATCH_DEADLINE
-    ):
-        raise ConfigurationError(
-            f"dispatch_deadline {deadline!r} is out of Cloud Tasks' range.",
-            check_id="django_q_cloudtasks.E007",
-            hint=f"Use a whole number of seconds from {MIN_DISPATCH_DEADLINE} to {MAX_DISPATCH_DEADLINE}.",
-        )
-    target, job = _target(cluster, cloud_tasks, given, project, location)
-    if target == JOB_TARGET:
-        _check_job_timeout(cluster, timeout)
-    elif timeout is not None and timeout + DISPATCH_MARGIN > (deadline or MAX_DISPATCH_DEADLINE):
-        raise ConfigurationError(
-            f"Cluster {cluster!r} has timeout {timeout} s, but Cloud Tasks waits at most "
-            f"{deadline or MAX_DISPATCH_DEADLINE} s for an answer.",
-            check_id="django_q_cloudtasks.E007",
-            hint=f"Lower the timeout to {(deadline or MAX_DISPATCH_DEADLINE) - DISPATCH_MARGIN} s "
-            "or less (the receiver needs a margin to save the result), or raise dispatch_deadline. "
-            'For longer work, run the cluster\'s tasks in a Cloud Run job: "target": '
-            '"cloud_run_job" (see the README, Long tasks).',
-        )
+    targets.check_deadline(cluster, target, deadline)
+    targets.check_timeout(cluster, target, timeout, deadline)
 
     enqueue_timeout = cloud_tasks.get("enqueue_timeout", 30)
     if (
@@ -591,7 +580,7 @@ def _build_queue_settings(
         project=project,
         location=location,
         queue=queue,
-        url=url,
+        url=url or "",
         audience=audience,
         service_account_email=email,
         emulator_host=emulator_host,
@@ -601,60 +590,8 @@ def _build_queue_settings(
         queue_options=queue_options,
         own=own,
         target=target,
-        job=job,
+        relative_uri=relative_uri,
     )
-
-
-def _target(
-    cluster: str, cloud_tasks: dict[str, Any], given: set[str], project: str, location: str
-) -> tuple[str, str | None]:
-    """The cluster's target, and its Cloud Run job's resource name for a job target."""
-    target = cloud_tasks.get("target", HTTP_TARGET)
-    if target not in TARGETS:
-        raise ConfigurationError(
-            f"Cluster {cluster!r} has target {target!r}.",
-            check_id="django_q_cloudtasks.E019",
-            hint=f'Set "target" to {HTTP_TARGET!r} (run tasks in the receiver, the default) or '
-            f"{JOB_TARGET!r} (each task in an execution of a Cloud Run job).",
-        )
-    job = cloud_tasks.get("job")
-    if target == HTTP_TARGET:
-        if "job" in given and job is not None:
-            raise ConfigurationError(
-                f"Cluster {cluster!r} names the Cloud Run job {job!r}, but its tasks run in "
-                "the receiver.",
-                check_id="django_q_cloudtasks.E019",
-                hint=f'Add "target": "{JOB_TARGET}" to run them in the job, or remove "job".',
-            )
-        return target, None
-    if job is None:
-        raise ConfigurationError(
-            f'Cluster {cluster!r} has target "{JOB_TARGET}", but no "job".',
-            check_id="django_q_cloudtasks.E019",
-            hint='Set "job" to the name of the Cloud Run job that runs its tasks, e.g. '
-            '"mysite-worker" (or projects/PROJECT/locations/REGION/jobs/JOB).',
-        )
-    if isinstance(job, str) and JOB_ID.match(job):
-        return target, f"projects/{project}/locations/{location}/jobs/{job}"
-    if isinstance(job, str) and JOB_PATH.match(job) and JOB_ID.match(job.rsplit("/", 1)[1]):
-        return target, job
-    raise ConfigurationError(
-        f"Cluster {cluster!r}: {job!r} is not a Cloud Run job name.",
-        check_id="django_q_cloudtasks.E019",
-        hint="A job name has up to 63 lowercase letters, digits and hyphens, starting with a "
-        "letter; or give its resource name, projects/PROJECT/locations/REGION/jobs/JOB.",
-    )
-
-
-def _check_job_timeout(cluster: str, timeout: int | None) -> None:
-    if timeout is not None and timeout + JOB_MARGIN > MAX_JOB_TIMEOUT:
-        raise ConfigurationError(
-            f"Cluster {cluster!r} has timeout {timeout} s, but a Cloud Run job's task runs at "
-            f"most {MAX_JOB_TIMEOUT} s (168 hours).",
-            check_id="django_q_cloudtasks.E020",
-            hint=f"Lower the timeout to {MAX_JOB_TIMEOUT - JOB_MARGIN} s or less (the execution "
-            "needs a margin to start and save the result), or split the work into tasks.",
-        )
 
 
 def _required_id(

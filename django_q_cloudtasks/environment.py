@@ -16,6 +16,27 @@ METADATA_TIMEOUT_SECONDS = 2.0
 GOOGLE_CLOUD_MARKERS = ("K_SERVICE", "CLOUD_RUN_JOB", "GAE_SERVICE", "GCE_METADATA_HOST")
 
 
+# What App Engine's runtime sets, in both environments (standard adds GAE_ENV=standard).
+APP_ENGINE_MARKERS = ("GAE_SERVICE", "GAE_VERSION", "GAE_INSTANCE")
+# What Cloud Run sets in a service and in a job's execution.
+CLOUD_RUN_MARKERS = ("K_SERVICE", "CLOUD_RUN_JOB")
+
+
+def on_app_engine() -> bool:
+    """True in an App Engine instance: App Engine's runtime sets its variables there, and
+    Cloud Run's are not set. The process's environment, never a request, says so."""
+    return all(os.environ.get(name) for name in APP_ENGINE_MARKERS) and not any(
+        os.environ.get(name) for name in CLOUD_RUN_MARKERS
+    )
+
+
+def app_engine_environment() -> str | None:
+    """``"standard"`` or ``"flexible"`` in an App Engine instance; None elsewhere."""
+    if not on_app_engine():
+        return None
+    return "standard" if os.environ.get("GAE_ENV") == "standard" else "flexible"
+
+
 def on_google_cloud() -> bool:
     """True on Cloud Run (a service, or a job's execution), on App Engine, or wherever a
     metadata server is named explicitly."""
@@ -42,8 +63,15 @@ def detect_project() -> str | None:
     return (
         os.environ.get("GOOGLE_CLOUD_PROJECT")
         or os.environ.get("GCLOUD_PROJECT")
+        or _app_engine_project()
         or metadata("project/project-id")
     )
+
+
+def _app_engine_project() -> str | None:
+    """The project of App Engine's application id, ``e~my-project`` (a region prefix)."""
+    application = os.environ.get("GAE_APPLICATION", "")
+    return application.split("~", 1)[-1] or None
 
 
 def detect_location() -> str | None:

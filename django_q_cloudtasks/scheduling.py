@@ -42,7 +42,7 @@ from . import wire
 from .broker import CloudTasksBroker
 from .conf import QueueSettings, cluster_names, main_cluster_name, queue_settings
 from .exceptions import EnqueueError
-from .gcp.tasks import create_http_task
+from .gcp.tasks import create_task
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -136,10 +136,10 @@ def tick(*, now: datetime | None = None, lookahead: timedelta = LOOKAHEAD) -> Ti
 
 def wake_up(slot: Slot, queue: QueueSettings, *, now: datetime) -> bool:
     """Create the wake-up of ``slot``; False if it was there already."""
-    return create_http_task(
+    return create_task(
         queue,
         name=slot.wake_up_name(now),
-        url=queue.schedule_url,
+        uri=queue.schedule_url,
         body=slot.sign(),
         content_type=wire.WAKE_UP_CONTENT_TYPE,
         deadline=WAKE_UP_DEADLINE,

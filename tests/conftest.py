@@ -170,3 +170,25 @@ def paused_cloud_tasks(configure: Callable[..., None]) -> Iterator[PausedCloudTa
     with Emulator(port=free_port_pair()) as emulator:
         configure(emulator_host=emulator.address, issuers=[ISSUER])
         yield PausedCloudTasks(emulator)
+
+
+@pytest.fixture
+def app_engine_cloud_tasks(configure: Callable[..., None]) -> Iterator[PausedCloudTasks]:
+    """As ``paused_cloud_tasks``, with the App Engine cluster "worker" (its tasks routed to
+    the service "worker"), whose queue is "second-queue"."""
+    from django_q_cloudtasks.emulator import Emulator
+    from tests.support.ports import free_port, free_port_pair
+    from tests.support.tokens import ISSUER
+
+    app = f"http://127.0.0.1:{free_port()}"  # no app listens: the queues are paused
+    with Emulator(port=free_port_pair(), app_engine_url=app) as emulator:
+        worker = {
+            "timeout": 300,
+            "cloud_tasks": {"target": "app_engine", "service": "worker", "queue": "second-queue"},
+        }
+        configure(
+            emulator_host=emulator.address,
+            issuers=[ISSUER],
+            q_cluster={"ALT_CLUSTERS": {"worker": worker}},
+        )
+        yield PausedCloudTasks(emulator)

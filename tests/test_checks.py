@@ -186,6 +186,16 @@ def test_a_job_cluster_without_the_cloud_run_client_is_an_error(configure, monke
 
 
 @pytest.mark.parametrize(
+    ("scaling", "expected"),
+    [("basic", []), ("manual", []), ("automatic", ["django_q_cloudtasks.E022"])],
+)
+def test_a_two_hour_app_engine_task_needs_basic_or_manual_scaling(configure, scaling, expected):
+    worker = {"timeout": 7200, "cloud_tasks": {"target": "app_engine", "scaling": scaling}}
+    configure(q_cluster={"ALT_CLUSTERS": {"worker": worker}})
+    assert check_ids() == expected
+
+
+@pytest.mark.parametrize(
     ("host", "debug", "expected"),
     [
         ("10.0.0.7:8123", False, ["django_q_cloudtasks.W008"]),

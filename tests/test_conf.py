@@ -16,6 +16,7 @@ from django_q_cloudtasks.conf import (
     receiver_settings,
 )
 from django_q_cloudtasks.exceptions import ConfigurationError
+from django_q_cloudtasks.targets import AppEngineRouting
 
 
 def test_the_main_cluster_uses_its_name_as_queue():
@@ -389,7 +390,7 @@ def test_a_timeout_too_long_for_the_receiver_points_at_job_clusters(configure):
         ({"job": "projects/p/locations/l/jobs/Bad"}, "is not a Cloud Run job name"),
         ({"job": "projects/p/jobs/worker"}, "is not a Cloud Run job name"),
         ({"job": 7}, "7 is not a Cloud Run job name"),
-        ({"target": "http"}, "names the Cloud Run job 'worker', but its tasks run in the receiver"),
+        ({"target": "http"}, "sets 'job', which only clusters with target 'cloud_run_job' have"),
     ],
 )
 def test_a_wrong_job_setting_raises_a_clear_error(configure, cloud_tasks, words):
@@ -414,3 +415,126 @@ def test_each_of_google_clouds_runtimes_is_recognised(monkeypatch, marker):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(marker, "mysite")
     assert environment.on_google_cloud()
+
+
+# App Engine targets
+
+
+def app_engine_cluster(timeout=300, **cloud_tasks):
+    """Q_CLUSTER changes that add the App Engine cluster "worker", its cloud_tasks changed."""
+    worker = {"timeout": timeout, "cloud_tasks": {"target": "app_engine", **cloud_tasks}}
+    return {
+        "ALT_CLUSTERS": {"second": {"cloud_tasks": {"queue": "second-queue"}}, "worker": worker}
+    }
+
+
+def test_an_app_engine_cluster_routes_to_its_service_at_the_receivers_path(configure):
+    configure(q_cluster=app_engine_cluster(service="worker", version="v2", scaling="basic"))
+    worker = queue_settings("worker")
+    assert worker.app_engine == AppEngineRouting("worker", "v2", "basic")
+    assert (worker.receiver_uri, worker.schedule_url) == ("/_tasks/", "/_tasks/schedule/")
+    assert worker.deadline_for(3600) == 3615
+    assert queue_settings().app_engine is None
+
+
+def test_an_app_engine_cluster_needs_no_url_and_routes_to_the_service_that_enqueues(
+    configure, monkeypatch
+):
+    monkeypatch.setenv("GAE_SERVICE", "frontend")
+    configure(url=None, q_cluster=app_engine_cluster())
+    worker = queue_settings("worker")
+    assert (worker.url, worker.receiver_uri) == ("", "/_tasks/")
+    assert worker.app_engine == AppEngineRouting("frontend", None, "automatic")
+
+
+@pytest.mark.parametrize(
+    ("scaling", "longest"),
+    [("automatic", 600), ("flexible", 3600), ("basic", 86400), ("manual", 86400)],
+)
+def test_an_app_engine_timeout_may_reach_what_its_scaling_lets_a_request_last(
+    configure, scaling, longest
+):
+    configure(q_cluster=app_engine_cluster(timeout=longest, scaling=scaling))
+    assert queue_settings("worker").deadline_for(longest) == longest + 15
+    configure(q_cluster=app_engine_cluster(timeout=longest + 1, scaling=scaling))
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings("worker")
+    assert raised.value.check_id == "django_q_cloudtasks.E022"
+    assert f"Lower the timeout to {longest} s or less" in str(raised.value)
+
+
+def test_two_hours_are_refused_for_automatic_scaling_and_say_why(configure):
+    configure(q_cluster=app_engine_cluster(timeout=7200))
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings("worker")
+    assert raised.value.message == (
+        "Cluster 'worker' has timeout 7200 s, but App Engine lets a request of a service "
+        "with automatic scaling last 10 minutes."
+    )
+    assert '"scaling": "basic"' in raised.value.hint
+
+
+def test_on_app_engines_flexible_environment_the_scaling_is_detected(configure, monkeypatch):
+    for name, value in (("GAE_SERVICE", "worker"), ("GAE_VERSION", "v1"), ("GAE_INSTANCE", "i")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GAE_ENV", raising=False)  # set by the standard environment only
+    configure(q_cluster=app_engine_cluster(timeout=3000))
+    assert queue_settings("worker").app_engine.scaling == "flexible"
+
+
+@pytest.mark.parametrize(
+    ("cloud_tasks", "words"),
+    [
+        ({"scaling": "elastic"}, "Cluster 'worker' has scaling 'elastic'."),
+        ({"service": "Worker_1"}, "'Worker_1' is not an App Engine service id"),
+        ({"version": 3}, "3 is not an App Engine version id"),
+    ],
+)
+def test_a_wrong_app_engine_setting_raises_a_clear_error(configure, cloud_tasks, words):
+    configure(q_cluster=app_engine_cluster(**cloud_tasks))
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings("worker")
+    assert raised.value.check_id == "django_q_cloudtasks.E019"
+    assert words in str(raised.value)
+
+
+def test_app_engine_keys_on_a_cluster_of_another_target_are_refused(configure):
+    configure(q_cluster={"ALT_CLUSTERS": {"second": {"cloud_tasks": {"scaling": "basic"}}}})
+    with pytest.raises(
+        ConfigurationError, match="sets 'scaling', which only clusters with target 'app_engine'"
+    ):
+        queue_settings("second")
+
+
+def test_an_app_engine_dispatch_deadline_may_reach_24_hours_and_15_seconds(configure):
+    configure(q_cluster=app_engine_cluster(scaling="basic", dispatch_deadline=86415))
+    assert queue_settings("worker").deadline_for(60) == 86415
+    configure(q_cluster=app_engine_cluster(scaling="basic", dispatch_deadline=86416))
+    with pytest.raises(ConfigurationError, match="from 15 to 86415"):
+        queue_settings("worker")
+
+
+def test_app_engine_deliveries_are_trusted_only_on_app_engine(configure, monkeypatch):
+    configure(q_cluster=app_engine_cluster())
+    assert receiver_settings().app_engine_queues == frozenset()
+    for name, value in (("GAE_SERVICE", "worker"), ("GAE_VERSION", "v1"), ("GAE_INSTANCE", "i")):
+        monkeypatch.setenv(name, value)
+    receiver_settings.cache_clear()
+    assert receiver_settings().app_engine_queues == {"worker"}
+    monkeypatch.setenv("K_SERVICE", "mysite")  # Cloud Run's, beside App Engine's: not App Engine
+    receiver_settings.cache_clear()
+    assert receiver_settings().app_engine_queues == frozenset()
+
+
+def test_environment_says_where_it_runs(monkeypatch):
+    for name in (*environment.GOOGLE_CLOUD_MARKERS, *environment.APP_ENGINE_MARKERS, "GAE_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    assert (environment.on_app_engine(), environment.app_engine_environment()) == (False, None)
+    for name in environment.APP_ENGINE_MARKERS:
+        monkeypatch.setenv(name, "x")
+    assert environment.app_engine_environment() == "flexible"
+    monkeypatch.setenv("GAE_ENV", "standard")
+    assert environment.app_engine_environment() == "standard"
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.setenv("GAE_APPLICATION", "e~shop-123")
+    assert environment.detect_project() == "shop-123"

@@ -276,6 +276,16 @@ def test_a_job_clusters_schedule_fires_a_task_its_job_reads_from_the_database(
     assert SignedPackage.loads(payloads.stored(reference.task_id))["cluster"] == "long"
 
 
+def test_an_app_engine_clusters_wake_up_goes_to_the_schedule_path_in_its_service(
+    app_engine_cloud_tasks,
+):
+    make_schedule(cluster="worker")
+    tick()
+    (wake_up,) = app_engine_cloud_tasks.tasks("second")
+    assert wake_up.app_engine_http_request.relative_uri == "/_tasks/schedule/"
+    assert wake_up.app_engine_http_request.app_engine_routing.service == "worker"
+
+
 def test_firing_plans_the_next_wake_up_when_it_falls_before_the_next_tick(cloud_tasks):
     schedule = make_schedule(minutes=1)
     slot = slot_of(schedule)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from .identity import Identity
-from .state import Attempt, Dispatch, Store
+from .state import APP_ENGINE_USER_AGENT, Attempt, Dispatch, Store, TaskRecord
 
 logger = logging.getLogger("django_q_cloudtasks.emulator")
 
@@ -93,7 +93,7 @@ class Dispatcher:
         logger.info(
             "%s %s -> %s in %.0f ms (task %s, queue %s, attempt %d)",
             task.http_method,
-            task.url,
+            self.destination(task),
             outcome,
             duration * 1000,
             task.task_id,
@@ -111,27 +111,40 @@ class Dispatcher:
         return next(succeeded, attempts[0])
 
     def headers(self, dispatch: Dispatch) -> dict[str, str]:
-        """The request headers of one attempt, as Cloud Tasks sends them."""
+        """The request headers of one attempt, as Cloud Tasks sends them: ``X-CloudTasks-*``
+        and an ID token for an HTTP task, ``X-AppEngine-*`` and none for an App Engine one."""
         task = dispatch.task
-        headers = {k: v for k, v in task.headers.items() if k.lower() not in RESERVED_HEADERS}
-        headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-cloudtasks-")}
-        headers["User-Agent"] = USER_AGENT
-        headers["X-CloudTasks-QueueName"] = dispatch.queue_id
-        headers["X-CloudTasks-TaskName"] = task.task_id
-        headers["X-CloudTasks-TaskRetryCount"] = str(dispatch.retry_count)
-        headers["X-CloudTasks-TaskExecutionCount"] = str(dispatch.execution_count)
-        headers["X-CloudTasks-TaskETA"] = f"{dispatch.schedule_time:.6f}"
+        prefix = "X-AppEngine-" if task.app_engine is not None else "X-CloudTasks-"
+        headers = {
+            k: v
+            for k, v in task.headers.items()
+            if k.lower() not in RESERVED_HEADERS
+            and not k.lower().startswith(("x-cloudtasks-", "x-appengine-"))
+        }
+        headers["User-Agent"] = APP_ENGINE_USER_AGENT if task.app_engine else USER_AGENT
+        headers[prefix + "QueueName"] = dispatch.queue_id
+        headers[prefix + "TaskName"] = task.task_id
+        headers[prefix + "TaskRetryCount"] = str(dispatch.retry_count)
+        headers[prefix + "TaskExecutionCount"] = str(dispatch.execution_count)
+        headers[prefix + "TaskETA"] = f"{dispatch.schedule_time:.6f}"
         if dispatch.previous_response is not None:
-            headers["X-CloudTasks-TaskPreviousResponse"] = str(dispatch.previous_response)
-            headers["X-CloudTasks-TaskRetryReason"] = ""  # always empty for HTTP targets
+            headers[prefix + "TaskPreviousResponse"] = str(dispatch.previous_response)
+            # As recorded: empty for HTTP targets, the app's error for App Engine ones.
+            headers[prefix + "TaskRetryReason"] = "App Error" if task.app_engine else ""
         if task.oidc_email:
             token = self.identity.token(task.oidc_email, task.oidc_audience or task.url)
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
+    def destination(self, task: TaskRecord) -> str:
+        """Where an attempt goes: the task's URL, or the app's address and the task's path."""
+        if task.app_engine is None:
+            return task.url
+        return (self.store.app_engine_url or "").rstrip("/") + task.relative_uri
+
     def send(self, dispatch: Dispatch) -> Attempt:
         task = dispatch.task
-        url = urlsplit(task.url)
+        url = urlsplit(self.destination(task))
         connection_class = (
             http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         )

@@ -28,6 +28,8 @@ class Emulator:
     so a restart loses nothing; without it, state lives in memory. ``duplicates`` sends
     every attempt that many times (see ``dispatcher.py``). ``job_grace``: the seconds a
     cancelled Cloud Run job execution has between SIGTERM and SIGKILL (see ``jobs.py``).
+    ``app_engine_url``: where App Engine tasks go, the app's address on this machine
+    (without it, they are refused).
     """
 
     def __init__(
@@ -41,12 +43,13 @@ class Emulator:
         duplicates: int = 1,
         duplicates_at_once: bool = True,
         job_grace: float = GRACE_SECONDS,
+        app_engine_url: str | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
         self.issuer, self.certs_url = emulator_identity(self.address)
         self.state_path = state_path
         self._journal = FileJournal(state_path) if state_path else None
-        self.store = Store(self._journal, dedup_window=dedup_window)
+        self.store = Store(self._journal, dedup_window=dedup_window, app_engine_url=app_engine_url)
         if self._journal:
             self._journal.open(self.store)
         private_pem = self._journal.signing_key if self._journal else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import grpc
@@ -17,8 +18,10 @@ from google.cloud import tasks_v2, tasks_v2beta3
 from google.protobuf import empty_pb2
 
 from .state import (
+    APP_ENGINE_USER_AGENT,
     DEFAULT_DEADLINE,
     ApiError,
+    AppEngineRouting,
     Attempt,
     QueueRecord,
     RateLimits,
@@ -242,11 +245,24 @@ def _queue_beta(store: Store, record: QueueRecord, request: Any) -> tasks_v2beta
 
 def _create_task(store: Store, request: tasks_v2.CreateTaskRequest) -> TaskRecord:
     task: Any = request.task  # proto-plus gives datetimes and timedeltas
+    common = {
+        "name": task.name,
+        "schedule_time": task.schedule_time.timestamp() if task.schedule_time else 0.0,
+        "dispatch_deadline": task.dispatch_deadline.total_seconds() or DEFAULT_DEADLINE,
+    }
     if "app_engine_http_request" in task:
-        raise ApiError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "This emulator runs HTTP target tasks only (Task.http_request).",
+        app_engine = task.app_engine_http_request
+        routing = app_engine.app_engine_routing
+        record = TaskRecord(
+            url="",
+            http_method=_method(app_engine.http_method),
+            headers=_app_engine_headers(dict(app_engine.headers), app_engine.body),
+            body=app_engine.body,
+            app_engine=AppEngineRouting(routing.service, routing.version, routing.instance),
+            relative_uri=app_engine.relative_uri or "/",
+            **common,
         )
+        return store.create_task(request.parent, record, named=bool(task.name))
     http = task.http_request
     if "oauth_token" in http:
         raise ApiError(
@@ -255,17 +271,28 @@ def _create_task(store: Store, request: tasks_v2.CreateTaskRequest) -> TaskRecor
         )
     oidc = http.oidc_token if "oidc_token" in http else None
     record = TaskRecord(
-        name=task.name,
         url=http.url,
-        http_method=tasks_v2.HttpMethod(http.http_method or tasks_v2.HttpMethod.POST).name,
+        http_method=_method(http.http_method),
         headers=dict(http.headers),
         body=http.body,
         oidc_email=oidc.service_account_email if oidc else None,
         oidc_audience=(oidc.audience or None) if oidc else None,
-        schedule_time=task.schedule_time.timestamp() if task.schedule_time else 0.0,
-        dispatch_deadline=task.dispatch_deadline.total_seconds() or DEFAULT_DEADLINE,
+        **common,
     )
     return store.create_task(request.parent, record, named=bool(task.name))
+
+
+def _app_engine_headers(headers: dict[str, str], body: bytes) -> dict[str, str]:
+    """An App Engine task's headers as the service keeps them (recorded): with its
+    User-Agent, the body's length and, if none was given, a content type."""
+    kept = {"User-Agent": APP_ENGINE_USER_AGENT, "Content-Length": str(len(body)), **headers}
+    if not any(name.lower() == "content-type" for name in kept):
+        kept["Content-Type"] = "application/octet-stream"
+    return kept
+
+
+def _method(method: int) -> str:
+    return str(tasks_v2.HttpMethod(method or tasks_v2.HttpMethod.POST).name)
 
 
 def _list_tasks(store: Store, request: tasks_v2.ListTasksRequest) -> tasks_v2.ListTasksResponse:
@@ -278,20 +305,30 @@ def _list_tasks(store: Store, request: tasks_v2.ListTasksRequest) -> tasks_v2.Li
 def _task(record: TaskRecord, view: int) -> tasks_v2.Task:
     """A task as the API shows it; the BASIC view (the default) leaves out the body."""
     full = view == tasks_v2.Task.View.FULL
-    http_request: dict[str, Any] = {
-        "url": record.url,
+    request: dict[str, Any] = {
         "http_method": record.http_method,
         "headers": record.headers,
         "body": record.body if full else b"",
     }
-    if record.oidc_email:
-        http_request["oidc_token"] = {
-            "service_account_email": record.oidc_email,
-            "audience": record.oidc_audience or "",
+    if record.app_engine is not None:
+        project = record.name.split("/")[1]
+        request["relative_uri"] = record.relative_uri
+        request["app_engine_routing"] = {
+            **asdict(record.app_engine),
+            "host": record.app_engine.host(project),
         }
+        target = {"app_engine_http_request": request}
+    else:
+        request["url"] = record.url
+        if record.oidc_email:
+            request["oidc_token"] = {
+                "service_account_email": record.oidc_email,
+                "audience": record.oidc_audience or "",
+            }
+        target = {"http_request": request}
     return tasks_v2.Task(
         name=record.name,
-        http_request=http_request,
+        **target,
         schedule_time=timestamp(record.schedule_time),
         create_time=timestamp(record.create_time),
         dispatch_deadline=datetime.timedelta(seconds=record.dispatch_deadline),

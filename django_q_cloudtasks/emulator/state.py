@@ -26,6 +26,9 @@ import grpc
 MAX_TASK_BYTES = 1024 * 1024
 MAX_SCHEDULE_AHEAD = 30 * 24 * 3600
 MIN_DEADLINE, MAX_DEADLINE, DEFAULT_DEADLINE = 15.0, 1800.0, 600.0
+MAX_APP_ENGINE_DEADLINE = 24 * 3600.0 + 15
+# What an App Engine task's requests say they are, as recorded.
+APP_ENGINE_USER_AGENT = "AppEngine-Google; (+http://code.google.com/appengine)"
 # How long a finished or deleted name stays taken (the real service: about an hour or more).
 DEFAULT_DEDUP_WINDOW = 3600.0
 
@@ -141,9 +144,23 @@ class Attempt:
 
 
 @dataclass
+class AppEngineRouting:
+    """Where an App Engine task goes inside the app, as the task names it."""
+
+    service: str = ""
+    version: str = ""
+    instance: str = ""
+
+    def host(self, project: str) -> str:
+        """The host App Engine routes it to (output only, as the API shows it)."""
+        parts = [self.instance, self.version, self.service, f"{project}.appspot.com"]
+        return ".".join(part for part in parts if part)
+
+
+@dataclass
 class TaskRecord:
     name: str
-    url: str
+    url: str  # an HTTP task's; "" for an App Engine task
     http_method: str = "POST"
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
@@ -154,10 +171,13 @@ class TaskRecord:
     dispatch_deadline: float = DEFAULT_DEADLINE
     dispatch_count: int = 0
     response_count: int = 0
-    execution_count: int = 0  # attempts answered with something other than 5xx
+    # Attempts answered (for an HTTP task, with something other than 5xx), as recorded.
+    execution_count: int = 0
     first_attempt: Attempt | None = None
     last_attempt: Attempt | None = None
     version: int = 0  # bumped on every reschedule, so stale dispatch entries are skipped
+    app_engine: AppEngineRouting | None = None  # an App Engine task's routing
+    relative_uri: str = ""  # an App Engine task's path inside the app
 
     @property
     def queue_name(self) -> str:
@@ -178,6 +198,8 @@ class TaskRecord:
         for key in ("first_attempt", "last_attempt"):
             if data[key] is not None:
                 data[key] = Attempt(**data[key])
+        if data.get("app_engine") is not None:  # absent from state files of before
+            data["app_engine"] = AppEngineRouting(**data["app_engine"])
         return cls(**data)
 
 
@@ -237,8 +259,11 @@ class Store:
         *,
         dedup_window: float = DEFAULT_DEDUP_WINDOW,
         clock: Callable[[], float] = time.time,
+        app_engine_url: str | None = None,
     ) -> None:
         self.journal = journal or Journal()
+        # Where App Engine tasks go: the app's address on this machine (None: refused).
+        self.app_engine_url = app_engine_url
         self.dedup_window = dedup_window
         self.clock = clock
         self.lock = threading.RLock()
@@ -384,20 +409,40 @@ class Store:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"Task size ({size} bytes) exceeds the maximum of {MAX_TASK_BYTES} bytes.",
             )
-        if not re.match(r"^https?://[^/]", task.url):
+        if task.app_engine is not None:
+            self._check_app_engine_task(task)
+        elif not re.match(r"^https?://[^/]", task.url):
             raise ApiError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f'HttpRequest.url must be an absolute http or https URL, not "{task.url}".',
+            )
+        elif not MIN_DEADLINE <= task.dispatch_deadline <= MAX_DEADLINE:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "Task.dispatch_deadline must be between 15 seconds and 30 minutes.",
             )
         if task.schedule_time > self.clock() + MAX_SCHEDULE_AHEAD:
             raise ApiError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "Task.schedule_time must be at most 30 days in the future.",
             )
-        if not MIN_DEADLINE <= task.dispatch_deadline <= MAX_DEADLINE:
+
+    def _check_app_engine_task(self, task: TaskRecord) -> None:
+        if self.app_engine_url is None:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "This emulator delivers App Engine tasks once told where the app listens: "
+                "start it with --app-engine-url (e.g. http://127.0.0.1:8000).",
+            )
+        if not task.relative_uri.startswith("/"):
             raise ApiError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "Task.dispatch_deadline must be between 15 seconds and 30 minutes.",
+                f'AppEngineHttpRequest.relative_uri must begin with "/", not "{task.relative_uri}".',
+            )
+        if not MIN_DEADLINE <= task.dispatch_deadline <= MAX_APP_ENGINE_DEADLINE:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "Task.dispatch_deadline must be between 15 seconds and 24 hours 15 seconds.",
             )
 
     def get_task(self, name: str) -> TaskRecord:
@@ -518,7 +563,8 @@ class Store:
             task.dispatch_count += 1
             if attempt.http_status is not None:
                 task.response_count += 1
-                if attempt.http_status < 500:
+                # An HTTP task's 5xx never reached its execution; an App Engine task's did.
+                if attempt.http_status < 500 or task.app_engine is not None:
                     task.execution_count += 1
             task.first_attempt = task.first_attempt or attempt
             task.last_attempt = attempt

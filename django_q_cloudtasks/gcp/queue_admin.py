@@ -199,7 +199,7 @@ def _stats(stats: Any) -> QueueStats:
 
 
 def _describe(qs: QueueSettings, task: Any, now: datetime) -> WaitingTask:
-    kind, name, func, django_q_id = _contents(qs, task.http_request)
+    kind, name, func, django_q_id = _contents(qs, *_request(task))
     last = task.last_attempt if "last_attempt" in task else None
     schedule_time = task.schedule_time or None
     return WaitingTask(
@@ -217,13 +217,20 @@ def _describe(qs: QueueSettings, task: Any, now: datetime) -> WaitingTask:
     )
 
 
-def _contents(qs: QueueSettings, http_request: Any) -> tuple[str, str, str, str]:
+def _request(task: Any) -> tuple[Any, str]:
+    """A task's request, and where it goes: a URL, or a path inside App Engine."""
+    if "app_engine_http_request" in task:
+        return task.app_engine_http_request, task.app_engine_http_request.relative_uri
+    return task.http_request, task.http_request.url
+
+
+def _contents(qs: QueueSettings, request: Any, destination: str) -> tuple[str, str, str, str]:
     """What a task carries (a django-q task, a schedule's wake-up, or something unreadable):
     its kind, name, function and django-q id. A big task is named by its reference: its
     package, megabytes, stays in the database."""
-    body, content_type = http_request.body, http_request.headers.get("Content-Type")
+    body, content_type = request.body, request.headers.get("Content-Type")
     try:
-        if http_request.url == qs.schedule_url:
+        if destination == qs.schedule_url:
             schedule_id, slot = wire.read_wake_up(body)
             return "wake-up", f"schedule {schedule_id}", f"slot {slot.isoformat()}", ""
         if content_type == wire.REFERENCE_CONTENT_TYPE:

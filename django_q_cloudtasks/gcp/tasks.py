@@ -1,5 +1,5 @@
-"""Cloud Tasks' tasks: created (every task, hop and wake-up this package sends), deleted and
-run now, through the one policy of ``api.py``."""
+"""Cloud Tasks' tasks: created (every task, hop and wake-up this package sends, as HTTP or
+App Engine tasks), deleted and run now, through the one policy of ``api.py``."""
 
 from __future__ import annotations
 
@@ -18,42 +18,51 @@ ENQUEUER = "roles/cloudtasks.enqueuer on the queue"
 ADMIN = "roles/cloudtasks.queueAdmin"
 
 
-def create_http_task(
+def create_task(
     qs: QueueSettings,
     *,
     name: str,
-    url: str,
+    uri: str,
     body: bytes,
     content_type: str,
     deadline: int,
     schedule_time: datetime | None = None,
     task_id: str | None = None,
 ) -> bool:
-    """Create one named HTTP task in ``qs``'s queue, signed with its OIDC identity.
+    """Create one named task in ``qs``'s queue: POST ``body`` to ``uri``.
 
-    Failures that pass are retried for ``enqueue_timeout``: safely, since the task is
-    named. Returns False when a task of that name exists already, which counts as done:
-    an earlier attempt, or a concurrent caller, created it. ``task_id``, the django-q task
-    the Cloud Task is for (default: ``name``), is what an error names.
+    For an HTTP target ``uri`` is a URL, and the request carries an OIDC token of the
+    cluster's service account; for an App Engine target it is a path inside the app,
+    routed to the cluster's service and version, with no token (App Engine vouches for
+    its requests). Failures that pass are retried for ``enqueue_timeout``: safely, since
+    the task is named. Returns False when a task of that name exists already, which
+    counts as done: an earlier attempt, or a concurrent caller, created it. ``task_id``,
+    the django-q task the Cloud Task is for (default: ``name``), is what an error names.
     """
     from google.api_core import exceptions  # see api.py's docstring
 
-    http_request: dict[str, Any] = {
+    cloud_task: dict[str, Any] = {
+        "name": qs.task_path(name),
+        "dispatch_deadline": {"seconds": deadline},
+    }
+    request: dict[str, Any] = {
         "http_method": "POST",
-        "url": url,
         "headers": {"Content-Type": content_type},
         "body": body,
     }
-    if qs.service_account_email:
-        http_request["oidc_token"] = {
-            "service_account_email": qs.service_account_email,
-            "audience": qs.audience,
-        }
-    cloud_task: dict[str, Any] = {
-        "name": qs.task_path(name),
-        "http_request": http_request,
-        "dispatch_deadline": {"seconds": deadline},
-    }
+    if qs.app_engine is not None:
+        routing = {"service": qs.app_engine.service, "version": qs.app_engine.version}
+        request["relative_uri"] = uri
+        request["app_engine_routing"] = {k: v for k, v in routing.items() if v}
+        cloud_task["app_engine_http_request"] = request
+    else:
+        request["url"] = uri
+        if qs.service_account_email:
+            request["oidc_token"] = {
+                "service_account_email": qs.service_account_email,
+                "audience": qs.audience,
+            }
+        cloud_task["http_request"] = request
     if schedule_time is not None:
         cloud_task["schedule_time"] = schedule_time
     budget = api.patient(qs.enqueue_timeout)
@@ -70,7 +79,7 @@ def create_http_task(
     except api.failures() as error:
         needs = ENQUEUER + (
             f" and roles/iam.serviceAccountUser on {qs.service_account_email}"
-            if qs.service_account_email
+            if qs.service_account_email and qs.app_engine is None
             else ""
         )
         raise EnqueueError(

@@ -1,8 +1,18 @@
-"""Who may call the receiver: requests carrying a Google-signed OIDC ID token.
+"""Who may call the receiver: requests carrying a Google-signed OIDC ID token, and, on
+App Engine, the tasks App Engine routes to it.
 
 Cloud Tasks signs each request as the task's service account. The token is checked with
 google-auth (signature, expiry, audience), then against the configured issuers and
-e-mails. Certificates are cached for as long as their Cache-Control allows, so a
+e-mails.
+
+An App Engine task carries no token. App Engine removes ``X-AppEngine-*`` headers from
+every request that comes from outside the app (but for its signed-in administrators), so
+in an App Engine instance a request naming the queue of an App Engine cluster in
+``X-AppEngine-QueueName``, and a task in ``X-AppEngine-TaskName``, came from Cloud Tasks.
+Whether this process is such an instance comes from its environment, which App Engine's
+runtime sets and no request can (``environment.on_app_engine``); anywhere else the headers
+count for nothing. The body's own django-q signature is checked after, as for any
+delivery. Certificates are cached for as long as their Cache-Control allows, so a
 request costs no network call; an unknown key id triggers one early refresh, which is
 how key rotation is picked up. A document is replaced only by a newer one fetched
 successfully: while Google's endpoint cannot be reached, the last one keeps serving, so
@@ -222,7 +232,10 @@ verified_tokens = VerifiedTokens()
 
 
 def authenticate(request: HttpRequest, settings: ReceiverSettings) -> dict[str, Any] | None:
-    """The verified token claims, or None when verification is off. Raises AuthenticationFailed."""
+    """The verified token claims, or None for a task App Engine vouches for, or when
+    verification is off. Raises AuthenticationFailed."""
+    if settings.app_engine_queues and _routed_by_app_engine(request, settings):
+        return None
     if not settings.verify_token:
         return None
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -242,6 +255,13 @@ def authenticate(request: HttpRequest, settings: ReceiverSettings) -> dict[str, 
             "The token's e-mail is not verified.", 403, detail=claims.get("email")
         )
     return claims
+
+
+def _routed_by_app_engine(request: HttpRequest, settings: ReceiverSettings) -> bool:
+    """A task of an App Engine cluster's queue, as App Engine delivers it (see the module's
+    docstring): only called on App Engine, where no outside request keeps these headers."""
+    queue = request.headers.get("X-AppEngine-QueueName", "")
+    return queue in settings.app_engine_queues and bool(request.headers.get("X-AppEngine-TaskName"))
 
 
 def _verify(token: str, settings: ReceiverSettings) -> dict[str, Any]:

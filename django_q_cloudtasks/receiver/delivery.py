@@ -92,15 +92,24 @@ class Delivery:
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Delivery:
-        headers = request.headers
-        retries = headers.get("X-CloudTasks-TaskRetryCount", "")
-        eta = headers.get("X-CloudTasks-TaskETA", "")
+        """What Cloud Tasks' headers say: ``X-CloudTasks-*`` for an HTTP task, the same as
+        ``X-AppEngine-*`` for an App Engine task."""
+        app_engine = (
+            "X-AppEngine-TaskName" in request.headers
+            and "X-CloudTasks-TaskName" not in request.headers
+        )
+        prefix = "X-AppEngine-" if app_engine else "X-CloudTasks-"
+
+        def header(name: str) -> str:
+            return request.headers.get(prefix + name, "")
+
+        retries, eta = header("TaskRetryCount"), header("TaskETA")
         return cls(
             body=request.body,
             content_type=request.content_type or "",
             retries=int(retries) if COUNT.fullmatch(retries) else 0,
-            cloud_task=headers.get("X-CloudTasks-TaskName", ""),
-            queue=headers.get("X-CloudTasks-QueueName", ""),
+            cloud_task=header("TaskName"),
+            queue=header("QueueName"),
             scheduled=(
                 datetime.fromtimestamp(float(eta), UTC) if EPOCH_SECONDS.fullmatch(eta) else None
             ),

@@ -37,9 +37,10 @@ from django_q.signals import pre_execute
 from django_q.worker import worker
 
 from ..broker import CloudTasksBroker
-from ..conf import MAX_JOB_TIMEOUT, QueueSettings, queue_settings
+from ..conf import QueueSettings, queue_settings
 from ..exceptions import TaskCancelled
 from ..models import Claim, Receipt
+from ..targets import MAX_JOB_TIMEOUT
 from .leases import LEASE, keeper
 from .status import writer
 

@@ -1,9 +1,12 @@
 """Settings of the example project.
 
-Locally (no K_SERVICE in the environment) it talks to the built-in emulator at
-127.0.0.1:8123 and delivers to 127.0.0.1:8000. On Cloud Run, the project, region and
-service URL are detected; the environment names the queue's service account. Tasks of the
-cluster "long" run in the Cloud Run job "demo-worker" (locally, the emulator runs it).
+Locally it talks to the built-in emulator at 127.0.0.1:8123 and delivers to
+127.0.0.1:8000. On Cloud Run, the project, region and service URL are detected; the
+environment names the queue's service account; tasks of the cluster "long" run in the
+Cloud Run job "demo-worker" (locally, the emulator runs it). On App Engine (app.yaml,
+worker.yaml) every task goes inside App Engine: the cluster "demo"'s to the default
+service, the cluster "long"'s to the service "worker", which scales basically and lets a
+task run for 24 hours.
 """
 
 import os
@@ -12,10 +15,12 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 # The service sets K_SERVICE; its worker job (same image and settings) CLOUD_RUN_JOB.
 ON_CLOUD_RUN = "K_SERVICE" in os.environ or "CLOUD_RUN_JOB" in os.environ
+ON_APP_ENGINE = "GAE_SERVICE" in os.environ and not ON_CLOUD_RUN
+ON_GOOGLE_CLOUD = ON_CLOUD_RUN or ON_APP_ENGINE
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-insecure-key")
-DEBUG = not ON_CLOUD_RUN
-ALLOWED_HOSTS = ["*"] if ON_CLOUD_RUN else ["127.0.0.1", "localhost"]
+DEBUG = not ON_GOOGLE_CLOUD
+ALLOWED_HOSTS = ["*"] if ON_GOOGLE_CLOUD else ["127.0.0.1", "localhost"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
@@ -108,7 +113,16 @@ Q_CLUSTER = {
         },
     },
 }
-if not ON_CLOUD_RUN:
+if ON_APP_ENGINE:
+    # Inside App Engine: no URL, no token; the long work goes to the worker service.
+    Q_CLUSTER["cloud_tasks"].update(target="app_engine", service="default")
+    Q_CLUSTER["ALT_CLUSTERS"]["long"]["cloud_tasks"] = {
+        "target": "app_engine",
+        "service": "worker",
+        "scaling": "basic",
+        "queue_options": {"retry_config": {"min_backoff": 1, "max_backoff": 60}},
+    }
+if not ON_GOOGLE_CLOUD:
     # Local development: the built-in emulator (python manage.py cloudtasks_emulator).
     os.environ.setdefault("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:8123")
     Q_CLUSTER["cloud_tasks"]["url"] = os.environ.get(
@@ -129,7 +143,7 @@ LOGGING = {
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            **({"formatter": "cloud"} if ON_CLOUD_RUN else {}),
+            **({"formatter": "cloud"} if ON_GOOGLE_CLOUD else {}),
         }
     },
     "loggers": {"django_q_cloudtasks": {"handlers": ["console"], "level": "INFO"}},

@@ -113,7 +113,7 @@ def over_cloud_tasks(
     settings.Q_CLUSTER = q_cluster
     monkeypatch.setattr(broker_module, "STATS_TTL_SECONDS", 0.0)  # sizes read as they are
 
-    create_http_task = broker_module.create_http_task
+    create_task = broker_module.create_task
 
     def paused_queue(qs: QueueSettings) -> None:
         if emulator.ensure_queue(qs.queue_path):
@@ -121,12 +121,12 @@ def over_cloud_tasks(
 
     def into_a_paused_queue(qs: QueueSettings, **kwargs: Any) -> bool:
         paused_queue(qs)
-        return create_http_task(qs, **kwargs)
+        return create_task(qs, **kwargs)
 
     for name in cluster_names():
         paused_queue(queue_settings(name))
 
-    monkeypatch.setattr(broker_module, "create_http_task", into_a_paused_queue)
+    monkeypatch.setattr(broker_module, "create_task", into_a_paused_queue)
     loops = CloudTasksLoops(emulator.address)
     loops.connect()
     for name, replacement in (

@@ -26,6 +26,14 @@ from tests.support.ports import free_port, free_port_pair, wait_for_port
 ROOT = Path(__file__).resolve().parents[2]
 THIRD_PARTY_VERSION = "0.6.2"
 QUEUES = ("tests", "second-queue")
+# What App Engine's runtime sets in an instance of the standard environment.
+ON_APP_ENGINE = {
+    "GAE_ENV": "standard",
+    "GAE_APPLICATION": "e~test-project",
+    "GAE_SERVICE": "worker",
+    "GAE_VERSION": "v1",
+    "GAE_INSTANCE": "00c61b117c0b",
+}
 PARENT = "projects/test-project/locations/europe-west1/queues"
 
 
@@ -105,12 +113,15 @@ def running_stack(
     server_env: dict[str, str] | None = None,
     project_env: dict[str, str] | None = None,
     request_timeout: int = 120,
+    app_engine: str | None = None,
 ) -> Iterator[dict[str, str]]:
     """An emulator, and a gunicorn serving the test project on the test database.
 
     ``database_port`` points the server at PostgreSQL through a test's proxy;
     ``server_env`` adds to the server's environment, ``project_env`` to the emulator's and
     its Cloud Run jobs' too; ``request_timeout`` is gunicorn's worker timeout.
+    ``app_engine``: the emulator delivers App Engine tasks to the server, which runs as on
+    App Engine (its runtime's variables set) with ``"on"``, as anywhere else with ``"off"``.
     """
     database_name = str(connection.settings_dict["NAME"])
     server_port, emulator_port = free_port(), free_port_pair()
@@ -124,6 +135,12 @@ def running_stack(
     # This process's clients of an emulator that was on this port before back off: drop them.
     forget(stack["emulator_host"])
     env = _project_env(stack, database_name) | (project_env or {})
+    if app_engine:
+        emulator_options = [
+            *emulator_options,
+            "--app-engine-url",
+            f"http://127.0.0.1:{server_port}",
+        ]
     emulator_process = _start_emulator(
         emulator,
         emulator_port,
@@ -133,6 +150,8 @@ def running_stack(
         emulator_options,
         env if emulator == "built-in" else None,
     )
+    if app_engine == "on":
+        env |= ON_APP_ENGINE
     if database_port is not None:
         env["DJQ_DB_PORT"] = str(database_port)
     env.update(server_env or {})

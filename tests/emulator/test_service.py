@@ -160,7 +160,6 @@ def test_a_name_stays_taken_after_the_task_is_deleted(api, create):
         ({"http_request": {"url": "ftp://example.com/"}}, "absolute http or https URL"),
         ({"dispatch_deadline": {"seconds": 5}}, "between 15 seconds and 30 minutes"),
         ({"http_request": {"body": b"x" * (1024 * 1024 + 1)}}, "exceeds the maximum"),
-        ({"app_engine_http_request": {"relative_uri": "/"}}, "HTTP target tasks only"),
     ],
 )
 def test_invalid_tasks_are_refused(create, fields, words):

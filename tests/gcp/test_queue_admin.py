@@ -77,6 +77,21 @@ def test_waiting_tasks_show_a_schedules_wake_up(paused_cloud_tasks):
     assert task.schedule_time == slot
 
 
+def test_waiting_app_engine_tasks_are_named_as_the_others(app_engine_cloud_tasks):
+    task_id = async_task("tests.project.tasks.echo", 1, cluster="worker")
+    Schedule.objects.create(
+        func="math.floor",
+        schedule_type=Schedule.ONCE,
+        next_run=timezone.now() + timedelta(seconds=30),
+        cluster="worker",
+    )
+    tick()
+    listed = {task.kind: task for task in queue_admin.waiting_tasks(queue_settings("worker"))}
+    assert (listed["task"].name, listed["task"].django_q_id) == (humanize(task_id), task_id)
+    assert listed["task"].func == "tests.project.tasks.echo"
+    assert listed["wake-up"].name.startswith("schedule ")
+
+
 def test_waiting_tasks_say_why_a_body_is_unreadable(paused_cloud_tasks):
     qs = queue_settings()
     for name, content_type in (("forged", PACKAGE_CONTENT_TYPE), ("stranger", "text/plain")):

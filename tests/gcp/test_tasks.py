@@ -48,3 +48,30 @@ def test_delete_of_a_task_that_is_gone_returns_false(paused_cloud_tasks):
     qs = queue_settings()
     assert tasks.delete_task(qs, task_id) is True
     assert tasks.delete_task(qs, task_id) is False
+
+
+def test_an_app_engine_clusters_task_goes_to_the_receivers_path_in_its_service(
+    app_engine_cloud_tasks,
+):
+    task_id = async_task("tests.project.tasks.echo", 1, cluster="worker")
+    (cloud_task,) = app_engine_cloud_tasks.tasks("second")
+    assert cloud_task.name.endswith(f"/tasks/{task_id}")
+    request = cloud_task.app_engine_http_request
+    assert request.relative_uri == "/_tasks/"
+    assert (request.app_engine_routing.service, request.app_engine_routing.version) == (
+        "worker",
+        "",
+    )
+    assert request.headers["Content-Type"] == "application/vnd.django-q.package"
+    assert cloud_task.dispatch_deadline.total_seconds() == 315  # its timeout, and 15 s
+    assert not cloud_task.http_request.url  # no URL, and no OIDC token
+
+
+def test_a_big_app_engine_task_travels_by_reference(app_engine_cloud_tasks):
+    task_id = async_task("tests.project.tasks.digest", os.urandom(1_100_000), cluster="worker")
+    (cloud_task,) = app_engine_cloud_tasks.tasks("second")
+    request = cloud_task.app_engine_http_request
+    assert (
+        request.headers["Content-Type"] == "application/vnd.django-q-cloudtasks.payload-reference"
+    )
+    assert Payload.objects.filter(task_id=task_id).exists()

@@ -13,6 +13,7 @@ Environment:
                      live servers and the tests (qinfo, qmonitor); else LocMemCache
   DJQ_CACHE_PREFIX   the cache's KEY_PREFIX with DJQ_CACHE_URL: one per test run sharing a Redis
   DJQ_JOB_CLUSTER    1: the cluster "long" runs its tasks in the Cloud Run job "tests-worker"
+  DJQ_APP_ENGINE_CLUSTER  1: the cluster "worker" sends its tasks inside App Engine
 """
 
 import os
@@ -126,6 +127,19 @@ JOB_CLUSTER = {
 }
 if os.environ.get("DJQ_JOB_CLUSTER") == "1":
     Q_CLUSTER["ALT_CLUSTERS"]["long"] = JOB_CLUSTER
+# An App Engine cluster: its tasks go to the service "worker", which scales basically.
+APP_ENGINE_CLUSTER = {
+    "timeout": 7200,
+    "max_attempts": 2,
+    "cloud_tasks": {
+        "target": "app_engine",
+        "service": "worker",
+        "scaling": "basic",
+        "queue": "worker-queue",
+    },
+}
+if os.environ.get("DJQ_APP_ENGINE_CLUSTER") == "1":
+    Q_CLUSTER["ALT_CLUSTERS"]["worker"] = APP_ENGINE_CLUSTER
 
 LOGGING = {
     "version": 1,

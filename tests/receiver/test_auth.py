@@ -294,3 +294,73 @@ def test_a_long_detail_is_cut_short(deliver, traced_task, caplog):
     assert deliver(traced_task, token=token).status_code == 401
     (refusal,) = [r for r in caplog.records if r.getMessage().startswith("Refused a call")]
     assert len(refusal.getMessage()) < 500
+
+
+# App Engine: its tasks carry no token, and App Engine vouches for them.
+
+APP_ENGINE_HEADERS = {"X-AppEngine-QueueName": "worker", "X-AppEngine-TaskName": "t1"}
+
+
+@pytest.fixture
+def app_engine_cluster(configure: Any) -> None:
+    """The App Engine cluster "worker", whose queue is "worker"."""
+    worker = {"timeout": 60, "cloud_tasks": {"target": "app_engine", "service": "worker"}}
+    configure(q_cluster={"ALT_CLUSTERS": {"worker": worker}})
+
+
+@pytest.fixture
+def on_app_engine(monkeypatch: Any, app_engine_cluster: None) -> None:
+    """This process is an App Engine instance: its runtime's variables are set."""
+    from django_q_cloudtasks.conf import receiver_settings
+
+    for name, value in (("GAE_SERVICE", "worker"), ("GAE_VERSION", "v1"), ("GAE_INSTANCE", "i")):
+        monkeypatch.setenv(name, value)
+    receiver_settings.cache_clear()
+
+
+def test_on_app_engine_a_task_of_an_app_engine_queue_needs_no_token(
+    deliver, traced_task, on_app_engine
+):
+    traced_task["cluster"] = "worker"
+    response = deliver(traced_task, token=None, headers=APP_ENGINE_HEADERS)
+    assert response.status_code == 200, response.content
+    assert ran(traced_task)
+
+
+def test_off_app_engine_its_headers_count_for_nothing(deliver, traced_task, app_engine_cluster):
+    traced_task["cluster"] = "worker"
+    response = deliver(traced_task, token=None, headers=APP_ENGINE_HEADERS)
+    assert (response.status_code, response.json()) == (401, {"error": "No bearer token."})
+    assert not ran(traced_task)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-AppEngine-QueueName": "worker"},  # no task name
+        {"X-AppEngine-TaskName": "t1"},  # no queue
+        {"X-AppEngine-QueueName": "tests", "X-AppEngine-TaskName": "t1"},  # not an App Engine queue
+        {"X-AppEngine-QueueName": "worker\n", "X-AppEngine-TaskName": "t1"},
+    ],
+    ids=["no-task-name", "no-queue", "http-queue", "mangled-queue"],
+)
+def test_on_app_engine_without_the_headers_of_its_app_engine_queue_a_token_is_needed(
+    deliver, traced_task, on_app_engine, headers
+):
+    response = deliver(traced_task, token=None, headers=headers)
+    assert response.status_code == 401
+    assert not ran(traced_task)
+
+
+def test_on_app_engine_a_body_not_signed_by_the_project_is_never_unpickled(
+    deliver, on_app_engine, tmp_path
+):
+    from tests.conftest import assert_rejected
+    from tests.project.tasks import LeavesATrace
+    from tests.support.packages import signed_with
+
+    trace = tmp_path / "unpickled"
+    forged = signed_with("not-the-project-key", make_task("math.floor", LeavesATrace(str(trace))))
+    response = deliver(forged, token=None, headers=APP_ENGINE_HEADERS)
+    assert_rejected(response, "signature")
+    assert not trace.exists()

@@ -242,3 +242,23 @@ def test_an_odd_schedule_time_forces_nothing(deliver, paused_cloud_tasks, value)
     response = deliver(task, headers={"X-CloudTasks-TaskETA": value})
     assert response.json()["status"] == "forwarded"
     assert not Success.objects.filter(id=task["id"]).exists()
+
+
+def test_an_app_engine_delivery_is_read_from_its_own_headers(rf):
+    from django_q_cloudtasks.receiver.delivery import Delivery
+
+    request = rf.post(
+        "/_tasks/",
+        data=b"body",
+        content_type="application/vnd.django-q.package",
+        headers={
+            "X-AppEngine-QueueName": "worker",
+            "X-AppEngine-TaskName": "t1",
+            "X-AppEngine-TaskRetryCount": "2",
+            "X-AppEngine-TaskETA": "1800000000.5",
+        },
+    )
+    delivery = Delivery.from_request(request)
+    assert (delivery.queue, delivery.cloud_task, delivery.retries) == ("worker", "t1", 2)
+    assert delivery.scheduled is not None
+    assert delivery.scheduled.timestamp() == 1800000000.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -87,6 +88,12 @@ class Command(BaseCommand):
             help="Send the --duplicates copies one after another instead of at once.",
         )
         parser.add_argument(
+            "--app-engine-url",
+            metavar="URL",
+            help="Deliver App Engine tasks to the app at this address, their path after it, "
+            "as App Engine routes them (e.g. http://127.0.0.1:8000; default: refuse them).",
+        )
+        parser.add_argument(
             "--job-command",
             metavar="COMMAND",
             help="The command of the project's Cloud Run jobs, as their container runs it "
@@ -106,6 +113,11 @@ class Command(BaseCommand):
             raise CommandError("--duplicates must be 1 or more.")
         if options["job_retries"] < 0:
             raise CommandError("--job-retries must be 0 or more.")
+        app_engine_url = options["app_engine_url"]
+        if app_engine_url is not None and not re.match(r"^https?://[^/]+/?$", app_engine_url):
+            raise CommandError(
+                f"--app-engine-url must be the app's address, http://HOST:PORT, not {app_engine_url!r}."
+            )
         address = options["address"] or self._configured_address() or DEFAULT_ADDRESS
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
@@ -124,6 +136,7 @@ class Command(BaseCommand):
                 dedup_window=options["dedup_window"],
                 duplicates=options["duplicates"],
                 duplicates_at_once=not options["duplicates_in_a_row"],
+                app_engine_url=app_engine_url,
             )
         except OSError as error:
             raise CommandError(str(error)) from error
@@ -140,6 +153,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  queue {queue}{' (created)' if queue in created else ''}")
         for job in jobs:
             self.stdout.write(f"  Cloud Run job {job.name}: {shlex.join(job.command + job.args)}")
+        if app_engine_url:
+            self.stdout.write(f"  App Engine tasks: {app_engine_url}, their path after it")
         if ticker:
             self.stdout.write(f"  tick: POST {ticker.url} every {ticker.every:g} s")
         if options["duplicates"] > 1:
