@@ -5,8 +5,10 @@ Ids: ``django_q_cloudtasks.E0xx`` are errors (tasks would not run), ``W0xx`` war
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +22,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
-from . import conf, targets
+from . import conf
 from .wire import MAX_TASK_BODY_BYTES
 
 
@@ -64,6 +66,7 @@ def check_settings(
         *_check_timeouts(),
         *_check_emulator_host(),
         *_check_jobs_extra(),
+        *_check_app_engine(),
     ]
 
 
@@ -89,8 +92,9 @@ def _check_receiver_mounted() -> list[CheckMessage]:
 
 
 def _first_cluster_per_url() -> list[conf.QueueSettings]:
-    clusters = map(conf.queue_settings, conf.cluster_names())
-    return list({queue.url: queue for queue in reversed(list(clusters))}.values())
+    """One cluster per receiver URL (an App Engine cluster may have none)."""
+    clusters = [queue for queue in map(conf.queue_settings, conf.cluster_names()) if queue.url]
+    return list({queue.url: queue for queue in reversed(clusters)}.values())
 
 
 def _check_upload_size() -> list[CheckMessage]:
@@ -233,14 +237,13 @@ def _check_timeouts() -> list[CheckMessage]:
                 "its executions run with the Cloud Run job's own task timeout (10 minutes "
                 "unless the job sets another), which stops a task without a Failure row"
             )
-            longest = targets.MAX_JOB_TIMEOUT - targets.JOB_MARGIN
         else:
             problem = (
                 f"Cloud Tasks waits {queue.deadline_for(None)} s (its dispatch deadline) for "
                 "the answer, then delivers the task again, and a task still running then is "
                 "run a second time once its claim runs out"
             )
-            longest = targets.MAX_DISPATCH_DEADLINE - targets.DISPATCH_MARGIN
+        longest = queue.target.longest_timeout(queue.dispatch_deadline)
         messages.append(
             Warning(
                 f"Cluster {queue.cluster!r} has no timeout: {problem}.",
@@ -265,6 +268,62 @@ def _check_jobs_extra() -> list[CheckMessage]:
             id="django_q_cloudtasks.E021",
         )
     ]
+
+
+def _check_app_engine() -> list[CheckMessage]:
+    """What an App Engine cluster's tasks need of the project: to come in over plain http,
+    to be told from a caller's made-up headers, and, for its schedules, someone who may call
+    the tick."""
+    clusters = [q for q in map(conf.queue_settings, conf.cluster_names()) if q.app_engine]
+    if not clusters:
+        return []
+    messages: list[CheckMessage] = []
+    exempt = [re.compile(pattern) for pattern in settings.SECURE_REDIRECT_EXEMPT]
+    if settings.SECURE_SSL_REDIRECT:
+        messages += [
+            Error(
+                f"SECURE_SSL_REDIRECT is on and does not exempt {path}: App Engine tasks come "
+                "in over plain http inside Google, and Cloud Tasks counts the redirect as a "
+                "failure, every time.",
+                hint=f'Add r"^{re.escape(path.lstrip("/"))}" to SECURE_REDIRECT_EXEMPT.',
+                id="django_q_cloudtasks.E023",
+            )
+            for path in sorted({queue.relative_uri for queue in clusters})
+            if not any(pattern.search(path.lstrip("/")) for pattern in exempt)
+        ]
+    gunicorn = _version("gunicorn")
+    if gunicorn is not None and gunicorn < (22,):
+        messages.append(
+            Error(
+                "gunicorn before 22.0 passes on request headers whose names have underscores "
+                "as if they had hyphens: a caller could spell X_AppEngine_QueueName, which App "
+                "Engine does not remove, and be taken for one of App Engine's tasks.",
+                hint="pip install 'gunicorn>=22' (which drops such headers; do not run it "
+                "with --header-map dangerous).",
+                id="django_q_cloudtasks.E024",
+            )
+        )
+    receiver = conf.receiver_settings()
+    if receiver.verify_token and not receiver.allowed_emails:  # every cluster's on App Engine
+        messages.append(
+            Warning(
+                "No e-mail may call the tick: Cloud Scheduler's calls would be refused, and "
+                "schedules would not run.",
+                hint='Set Q_CLUSTER["cloud_tasks"]["service_account_email"] (or '
+                "allowed_emails) to the service account Cloud Scheduler signs its calls as.",
+                id="django_q_cloudtasks.W009",
+            )
+        )
+    return messages
+
+
+def _version(distribution: str) -> tuple[int, ...] | None:
+    """The installed version of ``distribution``, as numbers, or None when not installed."""
+    try:
+        release = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in re.findall(r"\d+", release)[:3])
 
 
 def _check_emulator_host() -> list[CheckMessage]:

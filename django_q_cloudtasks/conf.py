@@ -190,7 +190,16 @@ class QueueSettings:
 
     @property
     def tick_url(self) -> str:
-        """Where Cloud Scheduler calls the tick: beside the receiver."""
+        """Where Cloud Scheduler calls the tick: beside the receiver. Raises
+        ConfigurationError for an App Engine cluster without a ``url``."""
+        if not self.url:
+            raise ConfigurationError(
+                f"Cluster {self.cluster!r} has no url, so the tick has none: Cloud Scheduler "
+                "calls it over HTTPS, with a token.",
+                check_id="django_q_cloudtasks.E005",
+                hint='Set Q_CLUSTER["cloud_tasks"]["url"] to the public URL of the receiver, '
+                'e.g. "https://my-project.appspot.com/_tasks/".',
+            )
         return _beside(self.url, TICK_PATH)
 
     @property
@@ -232,9 +241,9 @@ class ReceiverSettings:
     certs_url: str
     clock_skew: int
     emulator: bool
-    # The queues whose deliveries App Engine vouches for: its App Engine clusters', when
-    # this process runs on App Engine (environment.on_app_engine), else none.
-    app_engine_queues: frozenset[str] = frozenset()
+    # This process runs on App Engine (environment.on_app_engine), where App Engine's
+    # headers prove that Cloud Tasks sent a request.
+    on_app_engine: bool = False
 
 
 def q_cluster() -> dict[str, Any]:
@@ -259,7 +268,7 @@ def queue_id_for(cluster: str) -> str:
     queue id where it is not one (``"scheduler_test:q"`` becomes
     ``"scheduler-test-q-<8 hex digits>"``). The hex digits, from the name's SHA-256, keep two
     names that differ only in their invalid characters apart."""
-    if QUEUE_ID.match(cluster):
+    if QUEUE_ID.fullmatch(cluster):
         return cluster
     readable = re.sub(r"[^A-Za-z0-9]+", "-", cluster).strip("-")[:90]
     digest = hashlib.sha256(cluster.encode()).hexdigest()[:8]
@@ -343,9 +352,7 @@ def receiver_settings() -> ReceiverSettings:
         certs_url=certs_url,
         clock_skew=clock_skew,
         emulator=emulator_host is not None,
-        app_engine_queues=frozenset(
-            c.queue for c in clusters if c.app_engine is not None and environment.on_app_engine()
-        ),
+        on_app_engine=environment.on_app_engine(),
     )
 
 
@@ -510,7 +517,7 @@ def _build_queue_settings(
     )
 
     queue = cloud_tasks.get("queue") or queue_id_for(cluster)
-    if not isinstance(queue, str) or not QUEUE_ID.match(queue):
+    if not isinstance(queue, str) or not QUEUE_ID.fullmatch(queue):
         raise ConfigurationError(
             f"Cloud Tasks queue name {queue!r} (cluster {cluster!r}) is invalid.",
             check_id="django_q_cloudtasks.E004",
@@ -524,6 +531,15 @@ def _build_queue_settings(
     if target.app_engine is not None:
         # Inside the app: the receiver's path, of url if given (the tick needs a URL).
         relative_uri = urlsplit(url).path if isinstance(url, str) and url else receiver_path() or ""
+        if not relative_uri.startswith("/"):
+            raise ConfigurationError(
+                f"Cluster {cluster!r} sends App Engine tasks, but the receiver's path is not "
+                "known: url has none, and the URLconf does not mount the receiver.",
+                check_id="django_q_cloudtasks.E005",
+                hint='Mount it (path("_tasks/", include("django_q_cloudtasks.urls"))), or set '
+                'Q_CLUSTER["cloud_tasks"]["url"] to its URL, e.g. '
+                '"https://my-project.appspot.com/_tasks/".',
+            )
     if not url and target.app_engine is None:
         raise ConfigurationError(
             'Q_CLUSTER["cloud_tasks"]["url"] is not set and could not be detected.',

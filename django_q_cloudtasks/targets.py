@@ -129,13 +129,16 @@ def read_target(
     if kind == CLOUD_RUN_JOB:
         return Target(kind, job=_job(cluster, cloud_tasks.get("job"), project, location))
     if kind == APP_ENGINE:
-        return Target(kind, app_engine=_app_engine(cluster, cloud_tasks))
+        routing = dict(cloud_tasks)
+        if "service" in given:  # a service of its own: the main cluster's version, scaling
+            routing.update({key: None for key in ("version", "scaling") if key not in given})
+        return Target(kind, app_engine=_app_engine(cluster, routing))
     return Target()
 
 
 def check_deadline(cluster: str, target: Target, deadline: object) -> None:
     """A cluster's explicit ``dispatch_deadline``, in the range of its target's tasks."""
-    longest = MAX_APP_ENGINE_DEADLINE if target.kind == APP_ENGINE else MAX_DISPATCH_DEADLINE
+    longest = MAX_APP_ENGINE_DEADLINE if target.app_engine is not None else MAX_DISPATCH_DEADLINE
     if deadline is not None and (
         not isinstance(deadline, int)
         or isinstance(deadline, bool)
@@ -150,9 +153,9 @@ def check_deadline(cluster: str, target: Target, deadline: object) -> None:
 
 def check_timeout(cluster: str, target: Target, timeout: int | None, deadline: int | None) -> None:
     """A cluster's django-q ``timeout``, within what its target lets a task run."""
-    if timeout is None or timeout <= target.longest_timeout(deadline):
-        return
     longest = target.longest_timeout(deadline)
+    if timeout is None or timeout <= longest:
+        return
     if target.kind == CLOUD_RUN_JOB:
         raise ConfigurationError(
             f"Cluster {cluster!r} has timeout {timeout} s, but a Cloud Run job's task runs at "
@@ -161,8 +164,8 @@ def check_timeout(cluster: str, target: Target, timeout: int | None, deadline: i
             hint=f"Lower the timeout to {longest} s or less (the execution needs a margin to "
             "start and save the result), or split the work into tasks.",
         )
-    if target.app_engine is not None:
-        routing = target.app_engine
+    routing = target.app_engine
+    if routing is not None and longest == routing.request_limit:  # not dispatch_deadline
         raise ConfigurationError(
             f"Cluster {cluster!r} has timeout {timeout} s, but App Engine lets a request of "
             f"{_scaling_words(routing.scaling)} last {_span(routing.request_limit)}.",
@@ -203,7 +206,8 @@ def _job(cluster: str, job: object, project: str, location: str) -> str:
 
 def _app_engine(cluster: str, cloud_tasks: dict[str, Any]) -> AppEngineRouting:
     # By default, the service that enqueues: App Engine's runtime names it.
-    service = cloud_tasks.get("service", os.environ.get("GAE_SERVICE") or None)
+    own_service = os.environ.get("GAE_SERVICE") or None
+    service = cloud_tasks.get("service") or own_service
     version = cloud_tasks.get("version")
     for key, value in (("service", service), ("version", version)):
         if value is not None and (not isinstance(value, str) or not APP_ENGINE_ID.match(value)):
@@ -211,9 +215,10 @@ def _app_engine(cluster: str, cloud_tasks: dict[str, Any]) -> AppEngineRouting:
                 f"Cluster {cluster!r}: {value!r} is not an App Engine {key} id.",
                 f"An App Engine {key} id has up to 63 lowercase letters, digits and hyphens.",
             )
-    scaling = cloud_tasks.get("scaling") or (
-        "flexible" if environment.app_engine_environment() == "flexible" else "automatic"
-    )
+    # The environment tells its own service's (the flexible one's) alone: another
+    # service's scaling is automatic unless the settings say otherwise.
+    on_flexible = environment.app_engine_environment() == "flexible" and service == own_service
+    scaling = cloud_tasks.get("scaling") or ("flexible" if on_flexible else "automatic")
     if scaling not in APP_ENGINE_REQUEST_LIMITS:
         raise _error(
             f"Cluster {cluster!r} has scaling {scaling!r}.",

@@ -1,11 +1,13 @@
-"""The endpoints Google calls, each only with a valid ID token (``receiver/auth.py``):
+"""The endpoints Google calls, each only with a valid ID token, or on App Engine for an App
+Engine task (``receiver/auth.py``):
 
 * ``receive``: Cloud Tasks POSTs each task here. In order, and each step only if the one
   before passed: authenticate the caller, verify the package's django-q signature
   (nothing unsigned is ever unpickled), run the task, and answer 2xx when Cloud Tasks is
   done with it or another status to have it retried.
 * ``fire_schedule``: Cloud Tasks delivers a schedule's wake-up here at its slot.
-* ``tick``: Cloud Scheduler calls it every minute to plan the coming slots.
+* ``tick``: Cloud Scheduler calls it every minute to plan the coming slots; always with a
+  token, since it is no task and has no signed body.
 
 What becomes of each delivery is decided in ``receiver/delivery.py``; here it is authenticated,
 answered and logged. An authenticated delivery whose body can never run (another key,
@@ -33,7 +35,7 @@ from .cloud_logging import RECEIVER_LOGGER, trace_of
 from .conf import queue_settings, receiver_settings
 from .exceptions import AuthenticationFailed, CertificatesUnavailable
 from .receiver import deadletters
-from .receiver.auth import authenticate
+from .receiver.auth import Caller, authenticate
 from .receiver.delivery import Delivery, Result, take_task, take_wake_up
 from .wire import func_name
 
@@ -41,54 +43,67 @@ logger = logging.getLogger("django_q_cloudtasks")
 receiver_logger = logging.getLogger(RECEIVER_LOGGER)
 
 
-def google_endpoint(view: Callable[[HttpRequest], JsonResponse]) -> Callable[..., JsonResponse]:
-    """A POST endpoint for Google's services: no session, no CSRF token, an ID token instead."""
+def google_endpoint(
+    *, app_engine_tasks: bool
+) -> Callable[[Callable[[HttpRequest, Caller], JsonResponse]], Callable[..., JsonResponse]]:
+    """A POST endpoint for Google's services: no session, no CSRF token, an ID token instead
+    (or, for an endpoint Cloud Tasks' App Engine tasks call, App Engine's word)."""
 
-    @login_not_required  # Google authenticates with its ID token, not a session
-    @csrf_exempt
-    @require_POST
-    @transaction.non_atomic_requests  # django-q manages its own connections and transactions
-    @functools.wraps(view)
-    def authenticated(request: HttpRequest) -> JsonResponse:
-        try:
-            authenticate(request, receiver_settings())
-        except AuthenticationFailed as error:
-            # The reason is fixed text; what the caller sent appears only escaped, and cut.
-            logger.warning("Refused a call to %s: %s%s", request.path, error, error.detail)
-            return JsonResponse({"error": str(error)}, status=error.status)
-        except CertificatesUnavailable as error:
-            logger.error("Cannot verify calls to %s: %s", request.path, error)
-            return JsonResponse(
-                {"error": "The token certificates could not be fetched; retry later."}, status=500
-            )
-        try:
-            return view(request)
-        except DatabaseError as error:
-            # Nothing was marked done: the retry finds the task where this call left it.
-            logger.error("The database failed during a call to %s: %s", request.path, error)
-            return JsonResponse({"error": "The database is unavailable; retry later."}, status=500)
+    def decorate(
+        view: Callable[[HttpRequest, Caller], JsonResponse],
+    ) -> Callable[..., JsonResponse]:
+        @login_not_required  # Google authenticates with its ID token, not a session
+        @csrf_exempt
+        @require_POST
+        @transaction.non_atomic_requests  # django-q manages its own connections
+        @functools.wraps(view)
+        def authenticated(request: HttpRequest) -> JsonResponse:
+            try:
+                caller = authenticate(
+                    request, receiver_settings(), app_engine_tasks=app_engine_tasks
+                )
+            except AuthenticationFailed as error:
+                # The reason is fixed text; what the caller sent appears only escaped, and cut.
+                logger.warning("Refused a call to %s: %s%s", request.path, error, error.detail)
+                return JsonResponse({"error": str(error)}, status=error.status)
+            except CertificatesUnavailable as error:
+                logger.error("Cannot verify calls to %s: %s", request.path, error)
+                return JsonResponse(
+                    {"error": "The token certificates could not be fetched; retry later."},
+                    status=500,
+                )
+            try:
+                return view(request, caller)
+            except DatabaseError as error:
+                # Nothing was marked done: the retry finds the task where this call left it.
+                logger.error("The database failed during a call to %s: %s", request.path, error)
+                return JsonResponse(
+                    {"error": "The database is unavailable; retry later."}, status=500
+                )
 
-    return authenticated
+        return authenticated
+
+    return decorate
 
 
-@google_endpoint
-def receive(request: HttpRequest) -> JsonResponse:
+@google_endpoint(app_engine_tasks=True)
+def receive(request: HttpRequest, caller: Caller) -> JsonResponse:
     started = time.perf_counter()
-    delivery = Delivery.from_request(request)
+    delivery = Delivery.from_request(request, app_engine_queue=caller.app_engine_queue)
     result = take_task(delivery)
     if result.task is not None:
         _log_delivery(request, delivery, result, result.task, started)
     return _answer(request, delivery, result)
 
 
-@google_endpoint
-def fire_schedule(request: HttpRequest) -> JsonResponse:
-    delivery = Delivery.from_request(request)
+@google_endpoint(app_engine_tasks=True)
+def fire_schedule(request: HttpRequest, caller: Caller) -> JsonResponse:
+    delivery = Delivery.from_request(request, app_engine_queue=caller.app_engine_queue)
     return _answer(request, delivery, take_wake_up(delivery))
 
 
-@google_endpoint
-def tick(request: HttpRequest) -> JsonResponse:
+@google_endpoint(app_engine_tasks=False)
+def tick(request: HttpRequest, caller: Caller) -> JsonResponse:
     """One scheduler pass; a non-2xx answer makes Cloud Scheduler report it, and retry."""
     report = scheduling.tick()
     return JsonResponse(report.as_dict(), status=500 if report.failed else 200)

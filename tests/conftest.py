@@ -173,6 +173,32 @@ def paused_cloud_tasks(configure: Callable[..., None]) -> Iterator[PausedCloudTa
 
 
 @pytest.fixture
+def app_engine_instance(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Make this process an App Engine instance of ``service`` (its runtime's variables set,
+    Cloud Run's not), whose metadata server answers nothing at once."""
+    from django_q_cloudtasks import environment
+    from django_q_cloudtasks.conf import queue_settings, receiver_settings
+    from tests.support.ports import free_port
+
+    def become(service: str = "default", *, standard: bool = True) -> None:
+        for name in (*environment.CLOUD_RUN_MARKERS, "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in (("GAE_SERVICE", service), ("GAE_VERSION", "v1"), ("GAE_INSTANCE", "i")):
+            monkeypatch.setenv(name, value)
+        if standard:
+            monkeypatch.setenv("GAE_ENV", "standard")
+        else:
+            monkeypatch.delenv("GAE_ENV", raising=False)
+        monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{free_port()}")  # refused
+        for cache in (environment.metadata, queue_settings, receiver_settings):
+            cache.cache_clear()
+
+    yield become
+    for cache in (environment.metadata, queue_settings, receiver_settings):
+        cache.cache_clear()
+
+
+@pytest.fixture
 def app_engine_cloud_tasks(configure: Callable[..., None]) -> Iterator[PausedCloudTasks]:
     """As ``paused_cloud_tasks``, with the App Engine cluster "worker" (its tasks routed to
     the service "worker"), whose queue is "second-queue"."""

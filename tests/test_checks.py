@@ -1,5 +1,6 @@
 """System checks report each misconfiguration at start-up, with its id."""
 
+import importlib.metadata
 import importlib.util
 
 import pytest
@@ -193,6 +194,71 @@ def test_a_two_hour_app_engine_task_needs_basic_or_manual_scaling(configure, sca
     worker = {"timeout": 7200, "cloud_tasks": {"target": "app_engine", "scaling": scaling}}
     configure(q_cluster={"ALT_CLUSTERS": {"worker": worker}})
     assert check_ids() == expected
+
+
+def app_engine_worker(configure, timeout=300, **cloud_tasks):
+    worker = {"timeout": timeout, "cloud_tasks": {"target": "app_engine", **cloud_tasks}}
+    configure(q_cluster={"ALT_CLUSTERS": {"worker": worker}})
+
+
+@pytest.mark.parametrize(
+    ("exempt", "expected"),
+    [
+        ([], ["django_q_cloudtasks.E023"]),
+        ([r"^_tasks/"], []),
+        ([r"^admin/"], ["django_q_cloudtasks.E023"]),
+    ],
+)
+def test_an_https_redirect_of_app_engine_tasks_is_an_error(configure, settings, exempt, expected):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_REDIRECT_EXEMPT = exempt
+    assert check_ids() == []  # HTTP tasks come over https
+    app_engine_worker(configure)
+    assert check_ids() == expected
+    if expected:
+        (message,) = [m for m in run_checks() if m.id == "django_q_cloudtasks.E023"]
+        assert "does not exempt /_tasks/" in message.msg
+        assert message.hint == 'Add r"^_tasks/" to SECURE_REDIRECT_EXEMPT.'
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("21.2.0", ["django_q_cloudtasks.E024"]), ("22.0.0", []), ("23.0.0", [])],
+)
+def test_app_engine_tasks_with_a_gunicorn_that_keeps_underscored_headers_are_an_error(
+    configure, monkeypatch, version, expected
+):
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: version if name == "gunicorn" else real_version(name),
+    )
+    assert check_ids() == []  # no App Engine cluster: the headers are never trusted
+    app_engine_worker(configure)
+    assert check_ids() == expected
+
+
+def test_app_engine_clusters_alone_without_an_email_for_the_tick_are_a_warning(configure):
+    configure(
+        service_account_email=None,
+        target="app_engine",
+        q_cluster={"ALT_CLUSTERS": {}},
+    )
+    (message,) = [m for m in run_checks() if m.id.startswith("django_q_cloudtasks")]
+    assert message.id == "django_q_cloudtasks.W009"
+    assert "schedules would not run" in message.msg
+
+
+def test_an_app_engine_cluster_without_a_timeout_is_told_its_scalings_longest(configure):
+    app_engine_worker(configure, timeout=None, scaling="basic")
+    (message,) = [m for m in run_checks() if m.id.startswith("django_q_cloudtasks")]
+    assert message.id == "django_q_cloudtasks.W007"
+    assert "at most 86400 s" in message.hint
+    app_engine_worker(configure, timeout=None)
+    (message,) = [m for m in run_checks() if m.id.startswith("django_q_cloudtasks")]
+    assert "at most 600 s" in message.hint
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.test import override_settings
 from django_q.conf import Conf
 
 from django_q_cloudtasks import environment
@@ -438,9 +439,9 @@ def test_an_app_engine_cluster_routes_to_its_service_at_the_receivers_path(confi
 
 
 def test_an_app_engine_cluster_needs_no_url_and_routes_to_the_service_that_enqueues(
-    configure, monkeypatch
+    configure, app_engine_instance
 ):
-    monkeypatch.setenv("GAE_SERVICE", "frontend")
+    app_engine_instance("frontend")
     configure(url=None, q_cluster=app_engine_cluster())
     worker = queue_settings("worker")
     assert (worker.url, worker.receiver_uri) == ("", "/_tasks/")
@@ -474,12 +475,23 @@ def test_two_hours_are_refused_for_automatic_scaling_and_say_why(configure):
     assert '"scaling": "basic"' in raised.value.hint
 
 
-def test_on_app_engines_flexible_environment_the_scaling_is_detected(configure, monkeypatch):
-    for name, value in (("GAE_SERVICE", "worker"), ("GAE_VERSION", "v1"), ("GAE_INSTANCE", "i")):
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("GAE_ENV", raising=False)  # set by the standard environment only
+def test_on_app_engines_flexible_environment_its_own_services_scaling_is_detected(
+    configure, app_engine_instance
+):
+    app_engine_instance("worker", standard=False)
     configure(q_cluster=app_engine_cluster(timeout=3000))
-    assert queue_settings("worker").app_engine.scaling == "flexible"
+    assert queue_settings("worker").app_engine == AppEngineRouting("worker", None, "flexible")
+    configure(q_cluster=app_engine_cluster(timeout=600, service="other"))
+    assert queue_settings("worker").app_engine == AppEngineRouting("other", None, "automatic")
+    configure(q_cluster=app_engine_cluster(timeout=3000, service="other"))
+    with pytest.raises(ConfigurationError, match="automatic scaling last 10 minutes"):
+        queue_settings("worker")
+
+
+def test_a_service_left_none_is_the_service_that_enqueues(configure, app_engine_instance):
+    app_engine_instance("frontend")
+    configure(q_cluster=app_engine_cluster(service=None, version=None))
+    assert queue_settings("worker").app_engine == AppEngineRouting("frontend", None, "automatic")
 
 
 @pytest.mark.parametrize(
@@ -514,16 +526,50 @@ def test_an_app_engine_dispatch_deadline_may_reach_24_hours_and_15_seconds(confi
         queue_settings("worker")
 
 
-def test_app_engine_deliveries_are_trusted_only_on_app_engine(configure, monkeypatch):
+def test_an_app_engine_timeout_past_its_dispatch_deadline_blames_the_deadline(configure):
+    configure(q_cluster=app_engine_cluster(timeout=3600, scaling="basic", dispatch_deadline=600))
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings("worker")
+    assert raised.value.check_id == "django_q_cloudtasks.E007"
+    assert "waits at most 600 s (dispatch_deadline)" in raised.value.message
+
+
+def test_an_app_engine_cluster_of_its_own_service_does_not_inherit_the_mains_scaling(configure):
+    configure(
+        target="app_engine",
+        service="worker",
+        scaling="basic",
+        q_cluster={"timeout": 600, "ALT_CLUSTERS": {"quick": {"cloud_tasks": {"service": "web"}}}},
+    )
+    assert queue_settings().app_engine == AppEngineRouting("worker", None, "basic")
+    assert queue_settings("quick").app_engine == AppEngineRouting("web", None, "automatic")
+
+
+def test_without_a_url_an_app_engine_cluster_has_no_tick(configure):
+    configure(url=None, q_cluster=app_engine_cluster())
+    with pytest.raises(ConfigurationError, match="has no url, so the tick has none") as raised:
+        _ = queue_settings("worker").tick_url
+    assert raised.value.check_id == "django_q_cloudtasks.E005"
+
+
+@override_settings(ROOT_URLCONF="tests.project.urls_without_receiver")
+def test_without_a_url_an_app_engine_cluster_needs_the_receiver_mounted(configure):
+    configure(url=None, q_cluster=app_engine_cluster())
+    with pytest.raises(ConfigurationError, match="the receiver's path is not known") as raised:
+        queue_settings("worker")
+    assert raised.value.check_id == "django_q_cloudtasks.E005"
+
+
+def test_app_engine_deliveries_are_trusted_only_on_app_engine(
+    configure, app_engine_instance, monkeypatch
+):
     configure(q_cluster=app_engine_cluster())
-    assert receiver_settings().app_engine_queues == frozenset()
-    for name, value in (("GAE_SERVICE", "worker"), ("GAE_VERSION", "v1"), ("GAE_INSTANCE", "i")):
-        monkeypatch.setenv(name, value)
-    receiver_settings.cache_clear()
-    assert receiver_settings().app_engine_queues == {"worker"}
+    assert not receiver_settings().on_app_engine
+    app_engine_instance("worker")
+    assert receiver_settings().on_app_engine
     monkeypatch.setenv("K_SERVICE", "mysite")  # Cloud Run's, beside App Engine's: not App Engine
     receiver_settings.cache_clear()
-    assert receiver_settings().app_engine_queues == frozenset()
+    assert not receiver_settings().on_app_engine
 
 
 def test_environment_says_where_it_runs(monkeypatch):

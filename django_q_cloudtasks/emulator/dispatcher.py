@@ -121,7 +121,10 @@ class Dispatcher:
             if k.lower() not in RESERVED_HEADERS
             and not k.lower().startswith(("x-cloudtasks-", "x-appengine-"))
         }
-        headers["User-Agent"] = APP_ENGINE_USER_AGENT if task.app_engine else USER_AGENT
+        # An App Engine task keeps the User-Agent it was created with (service.py).
+        headers["User-Agent"] = (
+            task.headers.get("User-Agent", APP_ENGINE_USER_AGENT) if task.app_engine else USER_AGENT
+        )
         headers[prefix + "QueueName"] = dispatch.queue_id
         headers[prefix + "TaskName"] = task.task_id
         headers[prefix + "TaskRetryCount"] = str(dispatch.retry_count)

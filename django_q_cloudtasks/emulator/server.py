@@ -52,6 +52,12 @@ class Emulator:
         self.store = Store(self._journal, dedup_window=dedup_window, app_engine_url=app_engine_url)
         if self._journal:
             self._journal.open(self.store)
+            if app_engine_url is None and self.store.holds_app_engine_tasks():
+                self._journal.close()
+                raise ValueError(
+                    f"{state_path} holds App Engine tasks, which need the app's address: start "
+                    "the emulator with --app-engine-url (e.g. http://127.0.0.1:8000)."
+                )
         private_pem = self._journal.signing_key if self._journal else None
         self.identity = Identity(self.issuer, private_pem)
         if self._journal and private_pem is None:

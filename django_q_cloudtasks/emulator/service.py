@@ -283,9 +283,20 @@ def _create_task(store: Store, request: tasks_v2.CreateTaskRequest) -> TaskRecor
 
 
 def _app_engine_headers(headers: dict[str, str], body: bytes) -> dict[str, str]:
-    """An App Engine task's headers as the service keeps them (recorded): with its
-    User-Agent, the body's length and, if none was given, a content type."""
-    kept = {"User-Agent": APP_ENGINE_USER_AGENT, "Content-Length": str(len(body)), **headers}
+    """An App Engine task's headers as the service keeps them (recorded): its User-Agent
+    (after the caller's own, if any), the body's length, which it computes, and a content
+    type if none was given; the ``X-AppEngine-*`` headers are the service's alone."""
+    given_agent = next((v for k, v in headers.items() if k.lower() == "user-agent"), "")
+    kept = {
+        "User-Agent": f"{given_agent} {APP_ENGINE_USER_AGENT}".lstrip(),
+        "Content-Length": str(len(body)),
+    }
+    kept |= {
+        name: value
+        for name, value in headers.items()
+        if name.lower() not in ("user-agent", "content-length")
+        and not name.lower().startswith("x-appengine-")
+    }
     if not any(name.lower() == "content-type" for name in kept):
         kept["Content-Type"] = "application/octet-stream"
     return kept

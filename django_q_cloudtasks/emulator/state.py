@@ -454,6 +454,10 @@ class Store:
                 raise ApiError(grpc.StatusCode.NOT_FOUND, TASK_RECENTLY_DELETED)
             raise ApiError(grpc.StatusCode.NOT_FOUND, ENTITY_NOT_FOUND)
 
+    def holds_app_engine_tasks(self) -> bool:
+        with self.lock:
+            return any(t.app_engine for tasks in self.tasks.values() for t in tasks.values())
+
     def list_tasks(self, parent: str) -> list[TaskRecord]:
         with self.lock:
             if parent not in self.queues:

@@ -7,12 +7,12 @@ e-mails.
 
 An App Engine task carries no token. App Engine removes ``X-AppEngine-*`` headers from
 every request that comes from outside the app (but for its signed-in administrators), so
-in an App Engine instance a request naming the queue of an App Engine cluster in
-``X-AppEngine-QueueName``, and a task in ``X-AppEngine-TaskName``, came from Cloud Tasks.
-Whether this process is such an instance comes from its environment, which App Engine's
-runtime sets and no request can (``environment.on_app_engine``); anywhere else the headers
-count for nothing. The body's own django-q signature is checked after, as for any
-delivery. Certificates are cached for as long as their Cache-Control allows, so a
+in an App Engine instance a request naming a queue in ``X-AppEngine-QueueName``, and a
+task in ``X-AppEngine-TaskName``, came from Cloud Tasks. Whether this process is such an
+instance comes from its environment, which App Engine's runtime sets and no request can
+(``environment.on_app_engine``); anywhere else, and at the tick, the headers count for
+nothing. The body's own django-q signature is checked after, as for any delivery, and
+the task must be of a cluster that sends its tasks to that queue. Certificates are cached for as long as their Cache-Control allows, so a
 request costs no network call; an unknown key id triggers one early refresh, which is
 how key rotation is picked up. A document is replaced only by a newer one fetched
 successfully: while Google's endpoint cannot be reached, the last one keeps serving, so
@@ -39,7 +39,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from ..conf import ReceiverSettings
+from ..conf import QUEUE_ID, ReceiverSettings
 from ..exceptions import AuthenticationFailed, CertificatesUnavailable
 
 logger = logging.getLogger("django_q_cloudtasks")
@@ -231,13 +231,28 @@ class VerifiedTokens:
 verified_tokens = VerifiedTokens()
 
 
-def authenticate(request: HttpRequest, settings: ReceiverSettings) -> dict[str, Any] | None:
-    """The verified token claims, or None for a task App Engine vouches for, or when
-    verification is off. Raises AuthenticationFailed."""
-    if settings.app_engine_queues and _routed_by_app_engine(request, settings):
-        return None
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as far as the receiver can tell."""
+
+    claims: dict[str, Any] | None = None  # the verified token's claims
+    # The queue of an App Engine task, which App Engine vouches for: the task delivered
+    # must be of a cluster that sends its tasks there (``delivery.take_task``).
+    app_engine_queue: str | None = None
+
+
+def authenticate(
+    request: HttpRequest, settings: ReceiverSettings, *, app_engine_tasks: bool = False
+) -> Caller:
+    """Who called: a verified token's claims; on App Engine, for an endpoint App Engine tasks
+    call (``app_engine_tasks``), an App Engine task's queue; nothing when verification is
+    off. Raises AuthenticationFailed."""
+    if app_engine_tasks and settings.on_app_engine:
+        queue = _app_engine_queue(request)
+        if queue is not None:
+            return Caller(app_engine_queue=queue)
     if not settings.verify_token:
-        return None
+        return Caller()
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("No bearer token.")
@@ -254,14 +269,16 @@ def authenticate(request: HttpRequest, settings: ReceiverSettings) -> dict[str, 
         raise AuthenticationFailed(
             "The token's e-mail is not verified.", 403, detail=claims.get("email")
         )
-    return claims
+    return Caller(claims=claims)
 
 
-def _routed_by_app_engine(request: HttpRequest, settings: ReceiverSettings) -> bool:
-    """A task of an App Engine cluster's queue, as App Engine delivers it (see the module's
-    docstring): only called on App Engine, where no outside request keeps these headers."""
+def _app_engine_queue(request: HttpRequest) -> str | None:
+    """The queue of a task as App Engine delivers it (see the module's docstring), or None:
+    only asked on App Engine, where no outside request keeps these headers."""
     queue = request.headers.get("X-AppEngine-QueueName", "")
-    return queue in settings.app_engine_queues and bool(request.headers.get("X-AppEngine-TaskName"))
+    if QUEUE_ID.fullmatch(queue) and request.headers.get("X-AppEngine-TaskName"):
+        return queue
+    return None
 
 
 def _verify(token: str, settings: ReceiverSettings) -> dict[str, Any]:

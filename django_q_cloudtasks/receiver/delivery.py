@@ -79,7 +79,8 @@ class Delivery:
     """One delivery: its body, and what Cloud Tasks' headers say of the Cloud Task.
 
     The headers are informational, never an identity: the caller was authenticated by its
-    token, and the body is trusted only once its own signature checks out.
+    token, or by App Engine (``receiver/auth.py``), and the body is trusted only once its
+    own signature checks out.
     """
 
     body: bytes
@@ -89,9 +90,11 @@ class Delivery:
     queue: str = ""
     scheduled: datetime | None = None  # the Cloud Task's own schedule time
     replayed: bool = False  # an operator's replay of a dead letter
+    # The queue App Engine vouched for, for a task that came with no token.
+    app_engine_queue: str | None = None
 
     @classmethod
-    def from_request(cls, request: HttpRequest) -> Delivery:
+    def from_request(cls, request: HttpRequest, *, app_engine_queue: str | None = None) -> Delivery:
         """What Cloud Tasks' headers say: ``X-CloudTasks-*`` for an HTTP task, the same as
         ``X-AppEngine-*`` for an App Engine task."""
         app_engine = (
@@ -113,6 +116,7 @@ class Delivery:
             scheduled=(
                 datetime.fromtimestamp(float(eta), UTC) if EPOCH_SECONDS.fullmatch(eta) else None
             ),
+            app_engine_queue=app_engine_queue,
         )
 
     def forced(self, now: datetime) -> bool:
@@ -179,6 +183,8 @@ def take_task(delivery: Delivery) -> Result:
         return Result(200, "rejected", str(error))
 
     queue = _cluster_of(task)
+    if misrouted := _misrouted(delivery, task, queue):
+        return Result(200, "rejected", misrouted)
     task["cluster"] = queue.cluster
     now = timezone.now()
     how = arrival(task, now=now, forced=delivery.forced(now), cloud_task=delivery.cloud_task)
@@ -306,6 +312,21 @@ def _cluster_of(task: dict[str, Any]) -> QueueSettings:
                 name,
             )
     return queue_settings(name)
+
+
+def _misrouted(delivery: Delivery, task: dict[str, Any], queue: QueueSettings) -> str | None:
+    """Why a task App Engine vouched for may not run here, if it may not: it must have come
+    through its own cluster's queue, as an App Engine task. (A task of a cluster no longer
+    in ``Q_CLUSTER`` runs with the main cluster's settings, as any delivery would.)"""
+    name = task.get("cluster")
+    if delivery.app_engine_queue is None or (name is not None and name not in cluster_names()):
+        return None
+    if queue.app_engine is not None and queue.queue == delivery.app_engine_queue:
+        return None
+    return (
+        f"The task of cluster {queue.cluster!r} came as an App Engine task of queue "
+        f"{delivery.app_engine_queue!r}, where its cluster does not send its tasks."
+    )
 
 
 def _rounded(duration: timedelta) -> timedelta:

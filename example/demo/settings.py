@@ -12,10 +12,12 @@ task run for 24 hours.
 import os
 from pathlib import Path
 
+from django_q_cloudtasks.environment import on_app_engine
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # The service sets K_SERVICE; its worker job (same image and settings) CLOUD_RUN_JOB.
 ON_CLOUD_RUN = "K_SERVICE" in os.environ or "CLOUD_RUN_JOB" in os.environ
-ON_APP_ENGINE = "GAE_SERVICE" in os.environ and not ON_CLOUD_RUN
+ON_APP_ENGINE = on_app_engine()  # as the receiver decides it (GAE_SERVICE, ...)
 ON_GOOGLE_CLOUD = ON_CLOUD_RUN or ON_APP_ENGINE
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-insecure-key")

@@ -4,6 +4,8 @@ runs as on App Engine, and to one that does not, which refuses them."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -11,9 +13,11 @@ from django_q.models import Failure, Success
 from django_q.tasks import async_task
 
 from django_q_cloudtasks.gcp.client import tasks_client
+from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE
 from tests.conftest import wait_for
 from tests.e2e.conftest import PARENT, answers
 from tests.project.settings import APP_ENGINE_CLUSTER
+from tests.support.packages import make_task, sign
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -48,7 +52,7 @@ def test_an_app_engine_task_runs_to_its_success_row(stack_with, trace):
     (cloud_task,) = worker_tasks(stack)
     request = cloud_task.app_engine_http_request
     assert (request.relative_uri, request.app_engine_routing.service) == ("/_tasks/", "worker")
-    assert not cloud_task.http_request.url  # an App Engine task: no URL, no token
+    assert type(cloud_task).pb(cloud_task).WhichOneof("message_type") == "app_engine_http_request"
     assert cloud_task.dispatch_deadline.total_seconds() == 7215  # 2 hours: basic scaling
     tasks_client(stack["emulator_host"]).resume_queue(name=WORKER_QUEUE)
     success = wait_for(lambda: Success.objects.filter(id=task_id).first(), timeout=60)
@@ -80,3 +84,40 @@ def test_a_receiver_not_on_app_engine_refuses_app_engine_deliveries_and_runs_not
     assert not Success.objects.filter(id=task_id).exists()
     (cloud_task,) = worker_tasks(stack)
     assert cloud_task.dispatch_count >= 3
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        {"X-AppEngine-QueueName": "worker-queue", "X-AppEngine-TaskName": "t1"},
+        {"X_AppEngine_QueueName": "worker-queue", "X_AppEngine_TaskName": "t1"},
+    ],
+    ids=["hyphens", "underscores"],
+)
+def test_on_app_engine_only_app_engines_own_spelling_of_its_headers_counts(
+    stack_with, trace, spelling
+):
+    """What reaches an instance from outside: App Engine strips the hyphenated headers (so a
+    request still bearing them came from inside Google); gunicorn drops the underscored
+    ones, which App Engine would let through. Sent here with a body the project signed, a
+    caller with such headers but no token must not get it run: the underscored spelling
+    never reaches Django as App Engine's."""
+    stack = stack_with(on_app_engine=True)
+    task = make_task("tests.project.tasks.append", str(trace), "ran")
+    task["cluster"] = "worker"
+    request = urllib.request.Request(
+        stack["url"],
+        data=sign(task),
+        headers={"Content-Type": PACKAGE_CONTENT_TYPE, **spelling},
+        method="POST",
+    )
+    try:
+        status = urllib.request.urlopen(request, timeout=30).status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    if "X-AppEngine-QueueName" in spelling:
+        assert status == 200  # as App Engine's own: it ran (outside, App Engine strips it)
+        assert trace.runs == ["ran"]
+    else:
+        assert status == 401
+        assert not trace.path.exists()

@@ -144,3 +144,29 @@ def test_app_engine_tasks_outlive_a_restart_in_the_state_file(tmp_path: Path, ta
         kept = tasks_client(emulator.address).get_task(name=f"{QUEUE}/tasks/kept")
         assert kept.app_engine_http_request.app_engine_routing.service == "worker"
         assert kept.app_engine_http_request.relative_uri == "/work"
+    with pytest.raises(ValueError, match=r"holds App Engine tasks.*--app-engine-url"):
+        Emulator(port=free_port_pair(), state_path=state)
+
+
+def test_the_service_owns_the_app_engine_headers_the_length_and_the_user_agents_end(
+    api, create_app_engine, target
+):
+    api.pause_queue(name=QUEUE)
+    given = {
+        "User-Agent": "mysite/1.0",
+        "Content-Length": "999",
+        "X-AppEngine-QueueName": "made-up",
+        "X-Own": "kept",
+    }
+    created = create_app_engine("owned", headers=given, body=b"12345")
+    kept = dict(api.get_task(name=created.name).app_engine_http_request.headers)
+    assert kept == {
+        "User-Agent": "mysite/1.0 AppEngine-Google; (+http://code.google.com/appengine)",
+        "Content-Length": "5",
+        "X-Own": "kept",
+        "Content-Type": "application/octet-stream",
+    }
+    api.resume_queue(name=QUEUE)
+    delivery = wait_for(lambda: target.deliveries and target.deliveries[0])
+    assert delivery.header("X-AppEngine-QueueName") == "work"
+    assert delivery.header("User-Agent") == kept["User-Agent"]

@@ -45,7 +45,7 @@ def test_emulator_mode_verifies_tokens_against_the_emulator(emulator, emulator_m
 
 
 def test_a_delivered_token_is_accepted_by_the_receiver(emulator_mode, create, target):
-    claims = authenticate(_request(_delivered_token(create, target)), emulator_mode)
+    claims = authenticate(_request(_delivered_token(create, target)), emulator_mode).claims
     assert claims["email"] == EMAIL
     assert claims["aud"] == "http://127.0.0.1:8000"
 

@@ -29,7 +29,7 @@ def test_a_tick_posts_with_a_token_the_receiver_accepts(emulator, target, config
     request = RequestFactory().post(
         "/_tasks/tick/", HTTP_AUTHORIZATION=delivery.header("Authorization")
     )
-    assert authenticate(request, receiver_settings())["email"] == EMAIL
+    assert authenticate(request, receiver_settings()).claims["email"] == EMAIL
 
 
 def test_ticks_come_on_the_clock_until_stopped(emulator, target):

@@ -64,7 +64,7 @@ def test_an_app_engine_clusters_task_goes_to_the_receivers_path_in_its_service(
     )
     assert request.headers["Content-Type"] == "application/vnd.django-q.package"
     assert cloud_task.dispatch_deadline.total_seconds() == 315  # its timeout, and 15 s
-    assert not cloud_task.http_request.url  # no URL, and no OIDC token
+    assert type(cloud_task).pb(cloud_task).WhichOneof("message_type") == "app_engine_http_request"
 
 
 def test_a_big_app_engine_task_travels_by_reference(app_engine_cloud_tasks):

@@ -309,13 +309,9 @@ def app_engine_cluster(configure: Any) -> None:
 
 
 @pytest.fixture
-def on_app_engine(monkeypatch: Any, app_engine_cluster: None) -> None:
+def on_app_engine(app_engine_instance: Any, app_engine_cluster: None) -> None:
     """This process is an App Engine instance: its runtime's variables are set."""
-    from django_q_cloudtasks.conf import receiver_settings
-
-    for name, value in (("GAE_SERVICE", "worker"), ("GAE_VERSION", "v1"), ("GAE_INSTANCE", "i")):
-        monkeypatch.setenv(name, value)
-    receiver_settings.cache_clear()
+    app_engine_instance("worker")
 
 
 def test_on_app_engine_a_task_of_an_app_engine_queue_needs_no_token(
@@ -339,17 +335,52 @@ def test_off_app_engine_its_headers_count_for_nothing(deliver, traced_task, app_
     [
         {"X-AppEngine-QueueName": "worker"},  # no task name
         {"X-AppEngine-TaskName": "t1"},  # no queue
-        {"X-AppEngine-QueueName": "tests", "X-AppEngine-TaskName": "t1"},  # not an App Engine queue
         {"X-AppEngine-QueueName": "worker\n", "X-AppEngine-TaskName": "t1"},
+        {"X-AppEngine-QueueName": "", "X-AppEngine-TaskName": "t1"},
     ],
-    ids=["no-task-name", "no-queue", "http-queue", "mangled-queue"],
+    ids=["no-task-name", "no-queue", "mangled-queue", "empty-queue"],
 )
-def test_on_app_engine_without_the_headers_of_its_app_engine_queue_a_token_is_needed(
+def test_on_app_engine_without_the_headers_of_an_app_engine_task_a_token_is_needed(
     deliver, traced_task, on_app_engine, headers
 ):
+    traced_task["cluster"] = "worker"
     response = deliver(traced_task, token=None, headers=headers)
     assert response.status_code == 401
     assert not ran(traced_task)
+
+
+def test_on_app_engine_a_task_with_a_token_still_runs(deliver, traced_task, on_app_engine):
+    response = deliver(traced_task)  # the main cluster's HTTP task, with its token
+    assert response.status_code == 200, response.content
+    assert ran(traced_task)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "queue"),
+    [
+        ("tests", "tests"),  # an HTTP cluster's task, as if App Engine delivered it
+        (None, "worker"),  # the main cluster's package, through the App Engine queue
+        ("worker", "other-queue"),  # the App Engine cluster's, through another queue
+    ],
+)
+def test_on_app_engine_a_task_from_a_queue_its_cluster_does_not_send_to_never_runs(
+    deliver, traced_task, on_app_engine, cluster, queue
+):
+    from tests.conftest import assert_rejected
+
+    traced_task["cluster"] = cluster
+    headers = {"X-AppEngine-QueueName": queue, "X-AppEngine-TaskName": "t1"}
+    letter = assert_rejected(
+        deliver(traced_task, token=None, headers=headers),
+        f"came as an App Engine task of queue {queue!r}, where its cluster does not send",
+    )
+    assert letter.queue == queue
+    assert not ran(traced_task)
+
+
+def test_on_app_engine_the_tick_still_needs_a_token(client, on_app_engine):
+    response = client.post("/_tasks/tick/", headers=APP_ENGINE_HEADERS)
+    assert (response.status_code, response.json()) == (401, {"error": "No bearer token."})
 
 
 def test_on_app_engine_a_body_not_signed_by_the_project_is_never_unpickled(

@@ -138,7 +138,7 @@ class Command(BaseCommand):
                 duplicates_at_once=not options["duplicates_in_a_row"],
                 app_engine_url=app_engine_url,
             )
-        except OSError as error:
+        except (OSError, ValueError) as error:  # a port taken; a state file it cannot serve
             raise CommandError(str(error)) from error
         created = [queue for queue in queues if emulator.ensure_queue(queue)]
         jobs = self._settings_jobs(emulator, options) if emulator.serves_jobs else []
@@ -179,13 +179,14 @@ class Command(BaseCommand):
             return None
         try:
             queue = queue_settings()
+            tick_url = queue.tick_url
         except ConfigurationError as error:
             self.stderr.write(f"Not calling the tick: {error}")
             return None
         assert queue.service_account_email  # emulator mode always has one
         ticker = Ticker(
             emulator.identity,
-            queue.tick_url,
+            tick_url,
             audience=queue.audience,
             email=queue.service_account_email,
             every=every,

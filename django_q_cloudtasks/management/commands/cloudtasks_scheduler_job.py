@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import queue_settings
-from ...exceptions import MissingExtra, ProvisioningError
+from ...exceptions import ConfigurationError, MissingExtra, ProvisioningError
 from ...gcp import scheduler_job
 from ...gcp.provisioning import Change
 
@@ -42,7 +42,7 @@ class Command(BaseCommand):
                 queue, job_id=options["job"], location=options["location"]
             )
             change, fields = scheduler_job.sync(spec, queue, dry_run=options["dry_run"])
-        except (ValueError, MissingExtra, ProvisioningError) as error:
+        except (ValueError, ConfigurationError, MissingExtra, ProvisioningError) as error:
             raise CommandError(str(error)) from error
         verb = {
             Change.CREATED: "Would create" if options["dry_run"] else "Created",
