@@ -162,7 +162,7 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
                 "CloudTasksBroker is push-only: Cloud Tasks delivers %s's tasks to the receiver "
                 "at %s, so this qcluster's workers stay idle. You do not need a qcluster.",
                 self.settings.queue_path,
-                self.settings.url,
+                self.settings.receiver_uri,
             )
         time.sleep(IDLE_DEQUEUE_SECONDS)
 
