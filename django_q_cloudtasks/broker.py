@@ -16,6 +16,7 @@ from typing import Any
 
 from django.utils import timezone
 from django_q.brokers import Broker
+from django_q.conf import Conf
 from django_q.humanhash import humanize
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
@@ -200,6 +201,37 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         queue that does not exist has none. Raises QueueUnavailable when Cloud Tasks fails."""
         queue_admin.purge(self.settings)
         self._stats.pop(self.settings.queue_path, None)
+
+    def set_stat(self, key: str, value: str, timeout: int) -> None:
+        """Write a status entry (a receiver's row, ``receiver/status.py``), then list it.
+
+        django-q lists the key first, so a reader may find it listed with no entry yet and
+        unlist it. Entries whose time ran out leave the list here, when a writer rewrites
+        it, never in a reader (``get_stats``).
+        """
+        if not self.cache:
+            return
+        self.cache.set(key, value, timeout)
+        listed = self.cache.get(Conf.Q_STAT) or []
+        alive = self.cache.get_many(listed)
+        keys = [listed_key for listed_key in listed if listed_key in alive]
+        if key not in keys:
+            keys.append(key)
+        if keys != listed:
+            self.cache.set(Conf.Q_STAT, keys, None)  # bounded: the writers prune it
+
+    def get_stats(self, pattern: str) -> list[str]:
+        """The status entries django-q lists, read without writing anything.
+
+        django-q's own reader writes the list back without the entries gone, and so drops
+        every key a writer listed since it read the list: qmonitor, polling, would drop
+        the rows of processes that have just started tasks.
+        """
+        if not self.cache:
+            return []
+        listed = self.cache.get(Conf.Q_STAT) or []
+        found = self.cache.get_many(listed)
+        return [found[key] for key in listed if key in found]
 
     @classmethod
     def forget_stats(cls) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
@@ -209,6 +210,20 @@ def test_without_credentials_ping_and_the_sizes_answer_false_and_none(
     broker = CloudTasksBroker()
     assert (broker.ping(), broker.queue_size(), broker.lock_size()) == (False, None, None)
     assert "No credentials to call Google with" in caplog.text
+
+
+def test_status_entries_whose_time_ran_out_leave_the_list_when_one_is_written():
+    cache = CloudTasksBroker().cache
+    cache.set(Conf.Q_STAT, ["django_q:stat:gone", "django_q:stat:alive"], None)
+    cache.set("django_q:stat:alive", "row", 60)
+    try:
+        assert CloudTasksBroker().get_stats("") == ["row"]
+        assert cache.get(Conf.Q_STAT) == ["django_q:stat:gone", "django_q:stat:alive"]  # as read
+        CloudTasksBroker().set_stat("django_q:stat:new", "new row", 60)
+        assert cache.get(Conf.Q_STAT) == ["django_q:stat:alive", "django_q:stat:new"]
+        assert CloudTasksBroker().get_stats("") == ["row", "new row"]
+    finally:
+        cache.delete_many([Conf.Q_STAT, "django_q:stat:alive", "django_q:stat:new"])
 
 
 def test_dequeue_idles_and_says_why_once(monkeypatch, caplog):

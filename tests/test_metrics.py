@@ -8,13 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
-from django_q.brokers import Broker
 from django_q.models import Task
 from django_q.signing import SignedPackage
 from django_q.status import Stat
 from django_q.tasks import async_task
 
-from django_q_cloudtasks import async_task_after, metrics
+from django_q_cloudtasks import CloudTasksBroker, async_task_after, metrics
 from django_q_cloudtasks.metrics import Receiver, percentile, result_figures
 from django_q_cloudtasks.models import Receipt
 from django_q_cloudtasks.receiver.status import row
@@ -211,7 +210,9 @@ def test_the_receivers_come_from_the_cache(paused_cloud_tasks):
     forget_rows()
     started = timezone.now() - timedelta(hours=2)
     status = row("f" * 24 + "1a2b3c4d", host="web-1", tob=started, in_flight=2, finished=7)
-    Broker().set_stat(Stat.get_key(status.cluster_id), SignedPackage.dumps(status, True), 60)
+    CloudTasksBroker().set_stat(
+        Stat.get_key(status.cluster_id), SignedPackage.dumps(status, True), 60
+    )
     snapshot = metrics.snapshot(now=started + timedelta(hours=1, minutes=2, seconds=3))
     assert snapshot.receivers_unavailable is None
     assert snapshot.receivers == (
@@ -230,7 +231,7 @@ def test_a_cache_that_cannot_be_read_is_said_so(paused_cloud_tasks, monkeypatch)
     def down(*args: object) -> None:
         raise ConnectionError("Redis is down")
 
-    monkeypatch.setattr(Broker, "get_stats", down)
+    monkeypatch.setattr(CloudTasksBroker, "get_stats", down)
     snapshot = metrics.snapshot()
     assert snapshot.receivers == ()
     assert (

@@ -21,8 +21,10 @@ qmonitor's columns then read:
 
 Every instance must share the cache (Redis, Memcached, the database cache) for qmonitor
 to list them all: with ``LocMemCache`` each process sees only itself. django-q keeps the
-list of entries in one cache key, rewritten without a lock: a write checks that its entry
-is listed, and writes again if a race dropped it.
+list of entries in one cache key, rewritten without a lock by every writer: a process
+with a row checks each second, while its thread lives, that the row is still listed, and
+writes it again if another process's write dropped it. Readers leave the list alone
+(``CloudTasksBroker.get_stats``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from django.utils import timezone
-from django_q.brokers import Broker
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.status import Stat, Status
+
+from ..broker import CloudTasksBroker
 
 logger = logging.getLogger("django_q_cloudtasks")
 
@@ -99,6 +102,7 @@ class StatusWriter:
         self._dirty = False
         self._written = 0.0  # time.monotonic() of the last write
         self._warned = False
+        self._published = False  # whether the last write succeeded
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
@@ -125,11 +129,14 @@ class StatusWriter:
                 due = self._dirty or (
                     self._in_flight and time.monotonic() - self._written >= KEEP_ALIVE
                 )
-                if not due and not self._in_flight:
-                    self._thread = None  # the next task starts a new thread
-                    return
-            if due:
+            # A write that failed is not retried for the listing: only on the next change.
+            if due or (self._published and not _listed(self._instance_id)):
                 self._write()
+            else:
+                with self._lock:
+                    if not self._dirty and not self._in_flight:
+                        self._thread = None  # the next task starts a new thread
+                        return
             time.sleep(WRITE_EVERY)
 
     def row(self) -> Status:
@@ -151,7 +158,9 @@ class StatusWriter:
             status = self.row()
             try:
                 _publish(status)
+                self._published = True
             except Exception as error:  # a monitor's view must never fail a task
+                self._published = False
                 if not self._warned:
                     self._warned = True
                     logger.warning(
@@ -171,23 +180,32 @@ def _publish(status: Status) -> None:
     writing again lists it again; a process whose entry is unchanged would otherwise not
     write again for ``KEEP_ALIVE`` seconds.
     """
-    broker = Broker()
+    broker = CloudTasksBroker()
     key = Stat.get_key(status.cluster_id)
     package = SignedPackage.dumps(status, True)
     for _ in range(LIST_ATTEMPTS):
         broker.set_stat(key, package, TTL)
-        if key in (broker.cache.get(Conf.Q_STAT) or ()):
+        if _listed(status.cluster_id, broker):
             return
         time.sleep(random.uniform(0.005, 0.05))  # out of step with the other writer
     raise RuntimeError(f"other processes kept rewriting the list of entries ({Conf.Q_STAT!r})")
 
 
+def _listed(instance_id: str, broker: CloudTasksBroker | None = None) -> bool:
+    """Whether django-q's list holds this process's entry. A cache that cannot be read
+    counts as listing it: the next write reports the failure."""
+    cache = (broker or CloudTasksBroker()).cache
+    try:
+        return cache is None or Stat.get_key(instance_id) in (cache.get(Conf.Q_STAT) or ())
+    except Exception:  # a monitor's view must never fail a task
+        return True
+
+
 def rows() -> list[Status]:
     """The rows of the receiver processes that ran tasks within ``TTL``, as the cache lists
     them."""
-    return [
-        status for status in Stat.get_all(broker=Broker()) if getattr(status, "receiver", False)
-    ]
+    broker = CloudTasksBroker()
+    return [status for status in Stat.get_all(broker=broker) if getattr(status, "receiver", False)]
 
 
 def _host() -> str:

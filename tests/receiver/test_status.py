@@ -21,7 +21,6 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.utils import timezone
 from django_q import VERSION as DJANGO_Q_VERSION
-from django_q.brokers import Broker
 from django_q.conf import Conf
 from django_q.monitor_terminal import monitor
 from django_q.signing import SignedPackage
@@ -87,13 +86,13 @@ def flat(output: str) -> str:
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, Status]]:
     """Every status written to the cache, with the time of the write."""
     written: list[tuple[float, Status]] = []
-    set_stat = Broker.set_stat
+    set_stat = CloudTasksBroker.set_stat
 
-    def spy(self: Broker, key: str, value: str, timeout: int) -> Any:
+    def spy(self: CloudTasksBroker, key: str, value: str, timeout: int) -> Any:
         written.append((time.monotonic(), SignedPackage.loads(value)))
         return set_stat(self, key, value, timeout)
 
-    monkeypatch.setattr(Broker, "set_stat", spy)
+    monkeypatch.setattr(CloudTasksBroker, "set_stat", spy)
     return written
 
 
@@ -215,14 +214,14 @@ def test_a_busy_process_writes_at_most_once_a_second_and_its_last_within_a_secon
 def test_no_write_happens_in_a_task_s_own_thread(writes, monkeypatch):
     """The cache is never on a task's path: a slow cache slows no request."""
     threads = []
-    set_stat = Broker.set_stat
+    set_stat = CloudTasksBroker.set_stat
 
-    def slow(self: Broker, key: str, value: str, timeout: int) -> Any:
+    def slow(self: CloudTasksBroker, key: str, value: str, timeout: int) -> Any:
         threads.append(threading.current_thread())
         time.sleep(0.5)
         return set_stat(self, key, value, timeout)
 
-    monkeypatch.setattr(Broker, "set_stat", slow)
+    monkeypatch.setattr(CloudTasksBroker, "set_stat", slow)
     own = StatusWriter()
     started = time.monotonic()
     for _ in range(3):
@@ -236,10 +235,10 @@ def test_no_write_happens_in_a_task_s_own_thread(writes, monkeypatch):
 def test_a_row_a_concurrent_write_drops_from_the_list_is_listed_again(monkeypatch):
     """Another process read django-q's list of entries before this one added its row, and
     writes the list back after: the row is no longer listed, until it is written again."""
-    set_stat = Broker.set_stat
+    set_stat = CloudTasksBroker.set_stat
     races = []
 
-    def racing(self: Broker, key: str, value: str, timeout: int) -> Any:
+    def racing(self: CloudTasksBroker, key: str, value: str, timeout: int) -> Any:
         stale = self.cache.get(Conf.Q_STAT, [])
         set_stat(self, key, value, timeout)
         if not races:
@@ -247,12 +246,50 @@ def test_a_row_a_concurrent_write_drops_from_the_list_is_listed_again(monkeypatc
             self.cache.set(Conf.Q_STAT, stale, None)  # the other writer's list, without ours
         return None
 
-    monkeypatch.setattr(Broker, "set_stat", racing)
+    monkeypatch.setattr(CloudTasksBroker, "set_stat", racing)
     own = StatusWriter()
     with own.in_flight():
         pass
     assert settled_row(finished=1).cluster_id == own.row().cluster_id
     assert races, "the race never happened"
+
+
+def test_a_row_a_later_write_drops_is_listed_again_within_a_second():
+    """Another process read the list before this row was added and writes it back after this
+    process checked its write: the row is listed again while its task runs, not only after
+    ``KEEP_ALIVE``."""
+    own = StatusWriter()
+    with own.in_flight():
+        wait_for(lambda: [row.cluster_id for row in Stat.get_all()] == [own.row().cluster_id])
+        cache.set(Conf.Q_STAT, [], None)  # the other writer's list, read before ours was added
+        assert wait_for(
+            lambda: [row.cluster_id for row in Stat.get_all()] == [own.row().cluster_id],
+            timeout=3 * receiver_status.WRITE_EVERY,
+        )
+
+
+def test_reading_the_rows_never_unlists_one_written_meanwhile(monkeypatch):
+    """qinfo and qmonitor read the list while processes write it: django-q's own reader
+    writes back the list it read, and so drops a row listed in between."""
+    first, newcomer = StatusWriter(), StatusWriter()
+    receiver_status._publish(first.row())
+    reader = CloudTasksBroker()
+    get = reader.cache.get
+    written: list[bool] = []
+
+    def read_then_another_process_writes(key: str, *args: Any, **kwargs: Any) -> Any:
+        value = get(key, *args, **kwargs)
+        if key == Conf.Q_STAT and not written:
+            written.append(True)
+            receiver_status._publish(newcomer.row())
+        return value
+
+    monkeypatch.setattr(reader.cache, "get", read_then_another_process_writes)
+    assert [row.cluster_id for row in Stat.get_all(broker=reader)] == [first.row().cluster_id]
+    assert written
+    monkeypatch.undo()
+    listed = sorted(row.cluster_id for row in Stat.get_all())
+    assert listed == sorted([first.row().cluster_id, newcomer.row().cluster_id])
 
 
 def test_a_long_task_keeps_its_row_alive(monkeypatch):
@@ -269,7 +306,7 @@ def test_a_cache_that_fails_never_fails_a_task_and_is_logged_once(deliver, monke
     def broken(*args: Any) -> None:
         raise ConnectionError("Redis is down")
 
-    monkeypatch.setattr(Broker, "set_stat", broken)
+    monkeypatch.setattr(CloudTasksBroker, "set_stat", broken)
     monkeypatch.setattr(receiver_status, "WRITE_EVERY", 0.05)
     with caplog.at_level(logging.WARNING, logger="django_q_cloudtasks"):
         for _ in range(3):
