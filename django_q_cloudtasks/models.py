@@ -54,7 +54,8 @@ class Found(enum.Enum):
 class ReceiptManager(models.Manager["Receipt"]):
     def claim(self, task_id: str, cluster: str, holder: str, lease: timedelta) -> Claim:
         now = timezone.now()
-        if self._insert(
+        if create_unless_exists(
+            self,
             task_id=task_id,
             cluster=cluster,
             state=Receipt.State.RUNNING,
@@ -153,7 +154,8 @@ class ReceiptManager(models.Manager["Receipt"]):
             receipt = self.filter(task_id=task_id).first()
             if receipt is None:
                 # A finished, cancelled receipt, unless a delivery claims it first.
-                if self._insert(
+                if create_unless_exists(
+                    self,
                     task_id=task_id,
                     cluster=cluster,
                     state=Receipt.State.DONE,
@@ -168,19 +170,6 @@ class ReceiptManager(models.Manager["Receipt"]):
             elif receipt.state == Receipt.State.RUNNING and receipt.cancelled is not None:
                 return Found.RUNNING, receipt
             # Else a delivery claimed or released it between two statements: again.
-
-    def _insert(self, **fields: Any) -> bool:
-        """Create a receipt; False if the task has one already."""
-        using = router.db_for_write(Receipt)
-        # Outside a transaction the INSERT commits on its own, in one round trip; inside
-        # one, a savepoint keeps a duplicate's IntegrityError from breaking it.
-        inside = transaction.get_connection(using).in_atomic_block
-        try:
-            with transaction.atomic(using=using) if inside else contextlib.nullcontext():
-                self.create(**fields)
-        except IntegrityError:
-            return False
-        return True
 
     def finish(self, task_id: str, holder: str) -> None:
         self.filter(task_id=task_id, holder=holder).update(
@@ -258,6 +247,20 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cloud_task or self.pk}: {self.reason}"
+
+
+def create_unless_exists(manager: models.Manager[Any], **fields: Any) -> bool:
+    """Create a row through its model (its signals fire); False if its key is taken."""
+    using = router.db_for_write(manager.model)
+    # Outside a transaction the INSERT commits on its own, in one round trip; inside one, a
+    # savepoint keeps a duplicate's IntegrityError from breaking it.
+    inside = transaction.get_connection(using).in_atomic_block
+    try:
+        with transaction.atomic(using=using) if inside else contextlib.nullcontext():
+            manager.create(**fields)
+    except IntegrityError:
+        return False
+    return True
 
 
 def prune() -> int:

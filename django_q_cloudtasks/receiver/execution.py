@@ -4,7 +4,8 @@
 ``get`` and ``put``. Handing them a one-task mailbox runs exactly that task inside the
 request (or inside a Cloud Run job execution, ``job_runner.py``), with everything django-q
 does around it: the pre_execute and post_execute signals, the timeout, hooks, chains,
-groups, cached results and the Success or Failure row. The receipt around the run keeps a
+groups, cached results and the Success or Failure row (saved by ``results.py``, in one
+statement for a task's first result). The receipt around the run keeps a
 task from running twice; its lease, renewed while the task runs (``leases.py``), lets a
 retry take over from a delivery that died.
 
@@ -32,7 +33,6 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import Success, Task
-from django_q.monitor import monitor
 from django_q.signals import pre_execute
 from django_q.worker import worker
 
@@ -41,7 +41,9 @@ from ..conf import QueueSettings, queue_settings
 from ..exceptions import TaskCancelled
 from ..models import Claim, Receipt
 from ..targets import MAX_JOB_TIMEOUT
+from . import results
 from .leases import LEASE, keeper
+from .results import Mailbox
 from .status import writer
 
 
@@ -70,19 +72,6 @@ class Outcome:
     @property
     def done(self) -> bool:
         return self.verdict in DONE
-
-
-class _Mailbox:
-    """The queue django-q's loops read from and write to; "STOP" when empty."""
-
-    def __init__(self, *items: Any) -> None:
-        self.items = list(items)
-
-    def get(self) -> Any:
-        return self.items.pop(0) if self.items else "STOP"
-
-    def put(self, item: Any) -> None:
-        self.items.append(item)
 
 
 class _Timer:
@@ -119,7 +108,13 @@ def execute(task: dict[str, Any], *, previous_attempts: int = 0) -> Outcome:
     # Past the dispatch deadline Cloud Tasks has retried already: stop holding the claim.
     deadline = queue.deadline_for(task.get("timeout", queue.timeout))
     return run_claimed(
-        task, queue, holder, previous_attempts=previous_attempts, lost=lost, hold_for=deadline
+        task,
+        queue,
+        holder,
+        previous_attempts=previous_attempts,
+        lost=lost,
+        hold_for=deadline,
+        first_run=claim is Claim.RUN,
     )
 
 
@@ -156,12 +151,14 @@ def run_claimed(
     hold_for: int | None,
     on_cancel: Callable[[], None] | None = None,
     reconnect: bool = False,
+    first_run: bool = False,
 ) -> Outcome:
     """Run a task whose claim ``holder`` holds, and finish or release the claim by the
     verdict. The claim is kept alive for ``hold_for`` seconds at most (None: as long as a
     Cloud Run job's task may run); ``on_cancel`` is called when a cancellation is learnt;
     ``reconnect``: save the result on a new database connection (a job execution, where a
-    signal may interrupt the task anywhere)."""
+    signal may interrupt the task anywhere); ``first_run``: no delivery ran it before, so
+    it has no row yet (``results.py``)."""
     task_id = task["id"]
     until = timezone.now() + timedelta(seconds=hold_for or MAX_JOB_TIMEOUT)
     with (
@@ -170,7 +167,7 @@ def run_claimed(
         writer.in_flight(),  # qinfo and qmonitor count it (status.py)
         _watching_saves(task_id) as saved,
     ):
-        _run(task, queue, reconnect=reconnect)
+        _run(task, queue, reconnect=reconnect, first_run=first_run)
         outcome = _judge(task, queue, previous_attempts, saved.get(task_id), lost)
     if outcome.done:
         Receipt.objects.finish(task_id, holder)
@@ -190,7 +187,7 @@ def fail_without_running(
     failure (its Failure row, hook, chain and post_execute signal), and finish its claim."""
     task.update(result=_result_of(error), success=False, stopped=timezone.now())
     with _watching_saves(task["id"]):
-        monitor(_Mailbox(task), broker=CloudTasksBroker(queue.cluster))
+        results.save(task, CloudTasksBroker(queue.cluster), first_run=False)
     Receipt.objects.finish(task["id"], holder)
     return Outcome(verdict, task["id"], queue.cluster)
 
@@ -212,21 +209,19 @@ def cancelled() -> bool:
     return task_id is not None and keeper.is_cancelled(task_id)
 
 
-def _run(task: dict[str, Any], queue: QueueSettings, *, reconnect: bool) -> None:
-    results = _Mailbox()
+def _run(task: dict[str, Any], queue: QueueSettings, *, reconnect: bool, first_run: bool) -> None:
     try:
-        worker(_Mailbox(task), results, _Timer(), timeout=queue.timeout)
+        # The worker puts the same dict it was given, once it holds the result.
+        worker(Mailbox(task), Mailbox(), _Timer(), timeout=queue.timeout)
     except TaskCancelled as error:  # a job execution's SIGTERM, between pre_execute and the call
         task.update(result=_result_of(error), success=False, stopped=timezone.now())
-        results = _Mailbox(task)
     finally:
         _running.in_function = False
     if reconnect:
         # A signal may have cut a query of the task's short, leaving its connection busy:
         # the result is saved on a new one.
         connections.close_all()
-    # The worker puts the same dict it was given, now holding the result.
-    monitor(results, broker=CloudTasksBroker(queue.cluster))
+    results.save(task, CloudTasksBroker(queue.cluster), first_run=first_run)
 
 
 class _QuietDjangoQ(logging.Filter):

@@ -21,6 +21,7 @@ import pytest
 from django.db import connection
 
 from django_q_cloudtasks.gcp.client import forget, tasks_client
+from tests.conftest import wait_for
 from tests.support.ports import free_port, free_port_pair, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -263,12 +264,25 @@ def trace(tmp_path: Path) -> Trace:
     return Trace(tmp_path / "trace")
 
 
-def answers(stack: dict[str, str]) -> list[int]:
-    """The status of every request the receiver answered, in order."""
-    log = Path(stack["logs"], "server.log").read_text()
-    return [
-        int(line.split('" ')[1].split()[0]) for line in log.splitlines() if "POST /_tasks/ " in line
-    ]
+def answers(stack: dict[str, str], *, at_least: int = 0) -> list[int]:
+    """The status of every request the receiver answered, in order, once ``at_least`` are
+    logged: gunicorn logs a request after its answer has gone, so after the emulator, or a
+    row the task wrote, may have seen it."""
+
+    def logged() -> list[int]:
+        log = Path(stack["logs"], "server.log").read_text()
+        return [
+            int(line.split('" ')[1].split()[0])
+            for line in log.splitlines()
+            if "POST /_tasks/ " in line
+        ]
+
+    if not at_least:
+        return logged()
+    found: list[int] = wait_for(
+        lambda: statuses if len(statuses := logged()) >= at_least else None, timeout=10
+    )
+    return found
 
 
 def queue_is_empty(stack: dict[str, str]) -> bool:

@@ -58,7 +58,7 @@ def test_an_app_engine_task_runs_to_its_success_row(stack_with, trace):
     success = wait_for(lambda: Success.objects.filter(id=task_id).first(), timeout=60)
     assert (success.cluster, success.result) == ("worker", "ran")
     assert trace.runs == ["ran"]
-    assert answers(stack) == [200]
+    assert answers(stack, at_least=1) == [200]
 
 
 def test_a_failing_app_engine_task_is_retried_to_max_attempts(stack_with, trace):
@@ -70,7 +70,7 @@ def test_a_failing_app_engine_task_is_retried_to_max_attempts(stack_with, trace)
     wait_for(lambda: not worker_tasks(stack))  # max_attempts 2: Cloud Tasks is done with it
     assert "this task always fails" in failure.result
     assert trace.path.read_text() == "xx"
-    assert answers(stack) == [500, 200]
+    assert answers(stack, at_least=2) == [500, 200]
 
 
 def test_a_receiver_not_on_app_engine_refuses_app_engine_deliveries_and_runs_nothing(

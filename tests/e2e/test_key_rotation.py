@@ -33,7 +33,7 @@ def test_without_the_old_key_they_are_rejected_once_and_kept(start_stack, trace)
     stack = start_stack(server_env={"DJQ_SECRET_KEY": NEW_KEY})
     task_id = async_task("tests.project.tasks.append", str(trace), "ran\n")
     wait_for(lambda: queue_is_empty(stack), timeout=30)  # answered 2xx: no retries follow
-    assert answers(stack) == [200]
+    assert answers(stack, at_least=1) == [200]
     (letter,) = DeadLetter.objects.all()
     assert letter.cloud_task == task_id
     assert "SECRET_KEY_FALLBACKS" in letter.reason
