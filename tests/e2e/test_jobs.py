@@ -250,7 +250,8 @@ def test_an_execution_cloud_run_gives_up_on_is_started_again_by_the_next_deliver
         update_mask={"paths": ["retry_config.max_backoff"]},
     )
     task_id = async_task("tests.project.tasks.note_pid_then_sleep", str(trace), 3, cluster="long")
-    pid = int(wait_for(lambda: trace.runs, timeout=60)[0])
+    # An execution starts a process of its own: slow on a busy machine.
+    pid = int(wait_for(lambda: trace.runs, timeout=120)[0])
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     wait_for(lambda: Success.objects.filter(id=task_id).exists(), timeout=120)
