@@ -5,7 +5,8 @@
 request (or inside a Cloud Run job execution, ``job_runner.py``), with everything django-q
 does around it: the pre_execute and post_execute signals, the timeout, hooks, chains,
 groups, cached results and the Success or Failure row (saved by ``results.py``, in one
-statement for a task's first result). The receipt around the run keeps a
+statement for a task's first result, committed with the receipt's finish for a first
+success). The receipt around the run keeps a
 task from running twice; its lease, renewed while the task runs (``leases.py``), lets a
 retry take over from a delivery that died.
 
@@ -167,10 +168,11 @@ def run_claimed(
         writer.in_flight(),  # qinfo and qmonitor count it (status.py)
         _watching_saves(task_id) as saved,
     ):
-        _run(task, queue, reconnect=reconnect, first_run=first_run)
+        finished = _run(task, queue, holder, reconnect=reconnect, first_run=first_run)
         outcome = _judge(task, queue, previous_attempts, saved.get(task_id), lost)
     if outcome.done:
-        Receipt.objects.finish(task_id, holder)
+        if not finished:  # a first success's row commits with the finish (results.py)
+            Receipt.objects.finish(task_id, holder)
     else:
         Receipt.objects.release(task_id, holder)
     return outcome
@@ -209,7 +211,10 @@ def cancelled() -> bool:
     return task_id is not None and keeper.is_cancelled(task_id)
 
 
-def _run(task: dict[str, Any], queue: QueueSettings, *, reconnect: bool, first_run: bool) -> None:
+def _run(
+    task: dict[str, Any], queue: QueueSettings, holder: str, *, reconnect: bool, first_run: bool
+) -> bool:
+    """Run the task and save its result; True if its receipt was finished with it."""
     try:
         # The worker puts the same dict it was given, once it holds the result.
         worker(Mailbox(task), Mailbox(), _Timer(), timeout=queue.timeout)
@@ -221,7 +226,7 @@ def _run(task: dict[str, Any], queue: QueueSettings, *, reconnect: bool, first_r
         # A signal may have cut a query of the task's short, leaving its connection busy:
         # the result is saved on a new one.
         connections.close_all()
-    results.save(task, CloudTasksBroker(queue.cluster), first_run=first_run)
+    return results.save(task, CloudTasksBroker(queue.cluster), first_run=first_run, holder=holder)
 
 
 class _QuietDjangoQ(logging.Filter):

@@ -2,10 +2,11 @@
 
 django-q's ``save_task`` reads the task's row before writing it: a qcluster cannot know
 whether an earlier attempt left one. The receiver can: a task whose receipt it has just
-created has run nowhere before (``Claim.RUN``), so its first result is one INSERT, through
-the model, so that hooks and ``post_save`` receivers see it as they would under qcluster.
-Everything else goes to django-q's own monitor: retries, cached results, chains, and the
-pruning of ``save_limit``.
+created has run nowhere before (``Claim.RUN``), so its first result is one INSERT, with
+the model's signals, so that hooks and ``post_save`` receivers see it as they would under
+qcluster. On PostgreSQL a first success also finishes its receipt in that statement: a
+round trip costs about what the statement does. Everything else goes to django-q's own
+monitor: retries, cached results, chains, and the pruning of ``save_limit``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from django_q.monitor import monitor
 from django_q.signals import post_execute
 from django_q.utils import get_func_repr
 
-from ..models import create_unless_exists
+from ..models import Receipt, create_unless_exists
 
 
 class Mailbox:
@@ -36,21 +37,28 @@ class Mailbox:
         self.items.append(item)
 
 
-def save(task: dict[str, Any], broker: Broker, *, first_run: bool) -> None:
-    """Save a finished task's result; ``first_run``: no earlier delivery ran it."""
-    if first_run and _one_insert_saves(task) and _insert(task):
-        post_execute.send(sender="django_q", task=task)
-        if not task["success"]:  # as django-q's monitor logs it
-            logger.error(
-                _("Failed '%(info_name)s' (%(task_name)s) - %(task_result)s")
-                % {
-                    "info_name": get_func_repr(task["func"]),
-                    "task_name": task["name"],
-                    "task_result": task["result"],
-                }
-            )
-        return
+def save(
+    task: dict[str, Any], broker: Broker, *, first_run: bool, holder: str | None = None
+) -> bool:
+    """Save a finished task's result; ``first_run``: no earlier delivery ran it. Given the
+    ``holder`` of its claim, a first success finishes the task's receipt with its row (one
+    statement on PostgreSQL). Returns whether the receipt was finished."""
+    if first_run and _one_insert_saves(task):
+        finishing = holder if task["success"] else None
+        if _insert(task, finishing=finishing):
+            post_execute.send(sender="django_q", task=task)
+            if not task["success"]:  # as django-q's monitor logs it
+                logger.error(
+                    _("Failed '%(info_name)s' (%(task_name)s) - %(task_result)s")
+                    % {
+                        "info_name": get_func_repr(task["func"]),
+                        "task_name": task["name"],
+                        "task_result": task["result"],
+                    }
+                )
+            return finishing is not None
     monitor(Mailbox(task), broker=broker)
+    return False
 
 
 def _one_insert_saves(task: dict[str, Any]) -> bool:
@@ -63,11 +71,11 @@ def _one_insert_saves(task: dict[str, Any]) -> bool:
     return True
 
 
-def _insert(task: dict[str, Any]) -> bool:
-    """Create the task's row as django-q does; False if it has one already (then django-q's
-    monitor updates it)."""
-    return create_unless_exists(
-        Task.objects,
+def _insert(task: dict[str, Any], *, finishing: str | None) -> bool:
+    """Create the task's row as django-q does, and, for the claim's holder ``finishing``,
+    finish its receipt with it; False if the row exists already (then django-q's monitor
+    updates it, and the receipt is left as it was)."""
+    row = Task(
         id=task["id"],
         name=task["name"],
         func=get_func_repr(task["func"]),
@@ -82,3 +90,6 @@ def _insert(task: dict[str, Any]) -> bool:
         success=task["success"],
         attempt_count=1,
     )
+    if finishing is None:
+        return create_unless_exists(row)
+    return Receipt.objects.finish_with(row, finishing)
