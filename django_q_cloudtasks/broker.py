@@ -75,7 +75,8 @@ class CloudTasksBroker(Broker):  # type: ignore[misc]
         where = (
             f" (emulator at {self.settings.emulator_host})" if self.settings.emulator_host else ""
         )
-        return f"Cloud Tasks {self.settings.queue_path}{where}"
+        shards = f" and {self.settings.shards - 1} shards" if self.settings.shards > 1 else ""
+        return f"Cloud Tasks {self.settings.queue_path}{shards}{where}"
 
     def enqueue(self, task: str) -> str:
         """Create the Cloud Tasks task for one signed package; returns the django-q task id.

@@ -5,7 +5,8 @@ Two views of the same settings:
 * :class:`QueueSettings`, one per django-q cluster: where that cluster's tasks go and how
   they run. ``ALT_CLUSTERS`` entries inherit the main cluster's ``cloud_tasks`` keys,
   except ``queue``, which defaults to the cluster's own name (made a valid queue id by
-  :func:`queue_id_for`). A cluster ``Q_CLUSTER`` does not define runs with the main
+  :func:`queue_id_for`), and ``shards``, the queues its tasks are spread over (1: the one
+  queue). A cluster ``Q_CLUSTER`` does not define runs with the main
   cluster's settings, as a qcluster started under that name does: django-q takes any
   name as a ``list_key``.
   Its ``timeout``, ``max_attempts`` and ``ack_failures`` are read where django-q reads
@@ -22,12 +23,14 @@ reports the same problem at start-up (see ``checks.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import hashlib
 import math
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +72,7 @@ QUEUE_KEYS = frozenset(
         "enqueue_timeout",
         "max_package_bytes",
         "queue_options",
+        "shards",
         *targets.TARGET_KEYS,
     }
 )
@@ -77,6 +81,8 @@ QUEUE_KEYS = frozenset(
 ENDPOINT_KEYS = frozenset({"verify_token", "allowed_emails", "issuers", "certs_url", "clock_skew"})
 
 QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+# The most queues one cluster spreads its tasks over: 50,000 dispatches a second.
+MAX_SHARDS = 100
 # The django-q settings of a cluster the receiver applies (``QueueSettings.own``).
 OWN_KEYS = ("timeout", "max_attempts", "ack_failures")
 LOCATION_ID = re.compile(r"^[a-z0-9-]{1,63}$")
@@ -149,6 +155,8 @@ class QueueSettings:
     target: Target = field(default_factory=Target)
     # The receiver's path, where an App Engine target's tasks go inside the app.
     relative_uri: str = ""
+    # The queues the cluster's tasks are spread over: ``queue``, ``queue-1``, ...
+    shards: int = 1
 
     @property
     def timeout(self) -> int | None:
@@ -169,10 +177,35 @@ class QueueSettings:
 
     @property
     def queue_path(self) -> str:
-        return f"projects/{self.project}/locations/{self.location}/queues/{self.queue}"
+        """The cluster's first queue, named ``queue``: its only one unless it has shards."""
+        return self.queue_paths[0]
 
-    def task_path(self, task_id: str) -> str:
-        return f"{self.queue_path}/tasks/{task_id}"
+    @functools.cached_property
+    def queue_ids(self) -> tuple[str, ...]:
+        """The cluster's queues: ``queue``, then ``queue-1`` to ``queue-(shards - 1)``."""
+        return (self.queue, *(f"{self.queue}-{shard}" for shard in range(1, self.shards)))
+
+    @functools.cached_property
+    def queue_paths(self) -> tuple[str, ...]:
+        parent = f"projects/{self.project}/locations/{self.location}/queues"
+        return tuple(f"{parent}/{queue_id}" for queue_id in self.queue_ids)
+
+    def shard_settings(self) -> tuple[QueueSettings, ...]:
+        """One settings per queue of the cluster, each with that queue alone."""
+        if self.shards == 1:
+            return (self,)
+        return tuple(dataclasses.replace(self, queue=q, shards=1) for q in self.queue_ids)
+
+    def queue_path_for(self, name: str) -> str:
+        """The queue of the Cloud Task ``name``: chosen from the name alone, so that an
+        enqueue retried with the same name lands in the same queue, where Cloud Tasks
+        de-duplicates it."""
+        if self.shards == 1:
+            return self.queue_paths[0]
+        return self.queue_paths[zlib.crc32(name.encode()) % self.shards]
+
+    def task_path(self, name: str) -> str:
+        return f"{self.queue_path_for(name)}/tasks/{name}"
 
     @property
     def schedule_url(self) -> str:
@@ -296,7 +329,10 @@ def queue_settings(cluster: str | None = None) -> QueueSettings:
         alt = (main.get("ALT_CLUSTERS") or {}).get(name) or {}
         alt_cloud_tasks = _cloud_tasks_dict(alt, where, alt=True)
         merged_q.update({k: v for k, v in alt.items() if k != "cloud_tasks"})
-        cloud_tasks = {k: v for k, v in cloud_tasks.items() if k != "queue"} | alt_cloud_tasks
+        # A cluster's queues are its own: their name, and how many its tasks spread over.
+        cloud_tasks = {
+            k: v for k, v in cloud_tasks.items() if k not in ("queue", "shards")
+        } | alt_cloud_tasks
         given = set(alt_cloud_tasks)
         options |= _option_values(alt_cloud_tasks, where)  # option by option
         own = tuple((key, alt[key]) for key in OWN_KEYS if key in alt)
@@ -525,6 +561,17 @@ def _build_queue_settings(
             'Q_CLUSTER["cloud_tasks"]["queue"], or rename the cluster.',
         )
 
+    shards = cloud_tasks.get("shards", 1)
+    if not _whole(shards) or not 1 <= shards <= MAX_SHARDS:
+        raise _invalid("shards", f"must be a whole number from 1 to {MAX_SHARDS}, not {shards!r}")
+    if shards > 1 and not QUEUE_ID.fullmatch(f"{queue}-{shards - 1}"):
+        raise ConfigurationError(
+            f"Cloud Tasks queue name {queue!r} (cluster {cluster!r}) is too long for "
+            f"{shards} shards: the last would be {queue}-{shards - 1}, past 100 characters.",
+            check_id="django_q_cloudtasks.E004",
+            hint='Set a shorter Q_CLUSTER["cloud_tasks"]["queue"].',
+        )
+
     target = targets.read_target(cluster, cloud_tasks, given, project, location)
     url = cloud_tasks.get("url") or _detect_receiver_url()
     relative_uri = ""
@@ -607,6 +654,7 @@ def _build_queue_settings(
         own=own,
         target=target,
         relative_uri=relative_uri,
+        shards=shards,
     )
 
 

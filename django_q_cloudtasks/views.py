@@ -131,7 +131,9 @@ def _log_delivery(
         "task_id": task["id"],
         "task_name": task["name"],
         "func": func_name(task),
-        "queue": queue.queue,
+        # Which of the cluster's queues it came through (X-CloudTasks-QueueName), when it is
+        # one of them: the header is the caller's text.
+        "queue": delivery.queue if delivery.queue in queue.queue_ids else queue.queue,
         "cluster": queue.cluster,
         "attempt": result.details.get("attempt") or delivery.retries + 1,
         "outcome": result.outcome,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from django_q_cloudtasks.conf import queue_settings
 from django_q_cloudtasks.receiver.auth import certificates
 from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE
 from tests.support.packages import sign
@@ -170,6 +171,19 @@ def paused_cloud_tasks(configure: Callable[..., None]) -> Iterator[PausedCloudTa
     with Emulator(port=free_port_pair()) as emulator:
         configure(emulator_host=emulator.address, issuers=[ISSUER])
         yield PausedCloudTasks(emulator)
+
+
+@pytest.fixture
+def sharded_cloud_tasks(
+    paused_cloud_tasks: PausedCloudTasks, configure: Callable[..., None]
+) -> PausedCloudTasks:
+    """``paused_cloud_tasks``, with the main cluster's tasks spread over three queues: tests,
+    tests-1 and tests-2, each paused."""
+    configure(shards=3)
+    for queue_path in queue_settings().queue_paths[1:]:
+        paused_cloud_tasks.emulator.ensure_queue(queue_path)
+        paused_cloud_tasks.client.pause_queue(name=queue_path)
+    return paused_cloud_tasks
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Settings: read once, inherited by ALT_CLUSTERS, detected on Cloud Run, refused when wrong."""
 
 import threading
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -38,6 +40,32 @@ def test_an_alt_cluster_inherits_everything_but_the_queue():
         "tasks@test-project.iam.gserviceaccount.com",
     )
     assert (second.timeout, second.max_attempts) == (10, 2)
+
+
+def test_a_cluster_with_shards_has_its_queue_and_numbered_ones(configure):
+    configure(shards=3)
+    main = queue_settings()
+    parent = "projects/test-project/locations/europe-west1/queues"
+    assert main.queue_ids == ("tests", "tests-1", "tests-2")
+    assert main.queue_paths == tuple(f"{parent}/{queue}" for queue in main.queue_ids)
+    assert main.queue_path == f"{parent}/tests"
+    assert [shard.queue_paths for shard in main.shard_settings()] == [
+        (path,) for path in main.queue_paths
+    ]
+    assert queue_settings("second").queue_ids == ("second-queue",)  # shards are not inherited
+
+
+def test_a_task_goes_to_the_queue_its_name_chooses_and_the_queues_share_the_tasks(configure):
+    configure(shards=4)
+    main = queue_settings()
+    names = [uuid.uuid4().hex for _ in range(40_000)]
+    assert [main.queue_path_for(name) for name in names[:100]] == [
+        main.queue_path_for(name) for name in names[:100]
+    ]
+    assert main.task_path(names[0]) == f"{main.queue_path_for(names[0])}/tasks/{names[0]}"
+    shares = Counter(main.queue_path_for(name) for name in names)
+    assert set(shares) == set(main.queue_paths)
+    assert all(9_400 < count < 10_600 for count in shares.values()), shares
 
 
 def test_an_unnamed_cluster_gets_a_queue_of_its_name():
@@ -84,6 +112,11 @@ def test_emulator_mode_fills_in_the_rest_and_verifies_the_emulators_tokens(confi
         ({"max_package_bytes": 0}, "E011", "positive number of bytes"),
         ({"max_package_bytes": "32MB"}, "E011", "positive number of bytes"),
         ({"emulator_host": "http://127.0.0.1:8123"}, "E011", "HOST:PORT"),
+        ({"shards": 0}, "E011", "whole number from 1 to 100, not 0"),
+        ({"shards": 101}, "E011", "whole number from 1 to 100"),
+        ({"shards": "4"}, "E011", "whole number from 1 to 100, not '4'"),
+        ({"shards": True}, "E011", "whole number from 1 to 100"),
+        ({"queue": "q" * 99, "shards": 12}, "E004", f"the last would be {'q' * 99}-11"),
     ],
 )
 def test_a_wrong_setting_raises_a_clear_error(configure, change, check_id, words):

@@ -1,4 +1,4 @@
-"""Each cluster's Cloud Tasks queue, made as the settings say: ``manage.py cloudtasks_setup``.
+"""Each cluster's Cloud Tasks queues, made as the settings say: ``manage.py cloudtasks_setup``.
 
 Only the rate limits and retry settings are managed (see :func:`desired_fields`). The rest
 of a queue, its state included, is left as it is: a paused queue stays paused. A queue is
@@ -86,12 +86,13 @@ def desired_fields(qs: QueueSettings) -> dict[str, float]:
 
 
 def queues_of(clusters: Iterable[QueueSettings]) -> list[QueueSettings]:
-    """One settings per queue: clusters sharing a queue must want the same of it.
+    """One settings per queue, a cluster's shards each with the cluster's options: clusters
+    sharing a queue must want the same of it.
 
     Otherwise each run would set the queue one way, then the other, and never be done.
     """
     chosen: dict[str, QueueSettings] = {}
-    for qs in clusters:
+    for qs in (shard for cluster in clusters for shard in cluster.shard_settings()):
         first = chosen.setdefault(qs.queue_path, qs)
         if first.queue_options != qs.queue_options:
             raise ProvisioningError(

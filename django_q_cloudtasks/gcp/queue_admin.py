@@ -1,4 +1,5 @@
-"""Each cluster's Cloud Tasks queue, read and steered: what the admin's queues page,
+"""Each cluster's Cloud Tasks queue (or queues, for a cluster with shards: one view of
+them all), read and steered: what the admin's queues page,
 ``cloudtasks_monitor`` and the broker's ``queue_size()``, ``lock_size()`` and ``ping()``
 show, and the pause, resume and purge they do.
 
@@ -10,6 +11,7 @@ show it beside the queues that did answer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,7 +85,19 @@ class WaitingTask:
 
 
 def inspect(qs: QueueSettings) -> QueueInfo:
-    """The queue with its statistics; an emulator without them gets a count of its tasks."""
+    """The cluster's queue with its statistics, its shards' added up: an emulator without
+    statistics gets a count of its tasks. The limits and retries are the first queue's:
+    ``cloudtasks_setup`` gives every shard the same."""
+    shards = [_inspect(qs, queue_path) for queue_path in qs.queue_paths]
+    if len(shards) == 1:
+        return shards[0]
+    # The worst state of its queues: part of a cluster paused is a cluster to look at.
+    state = max((shard.state for shard in shards), key=lambda state: _STATE_ORDER.get(state, 1))
+    counted = [shard.stats for shard in shards if shard.stats is not None]
+    return dataclasses.replace(shards[0], state=state, stats=_added(counted) if counted else None)
+
+
+def _inspect(qs: QueueSettings, queue_path: str) -> QueueInfo:
     from google.api_core import exceptions  # see api.py's docstring
 
     try:
@@ -91,15 +105,16 @@ def inspect(qs: QueueSettings) -> QueueInfo:
             qs,
             "read",
             "get_queue",
+            queue_path,
             beta=True,
-            request={"name": qs.queue_path, "read_mask": {"paths": ["*", "stats"]}},
+            request={"name": queue_path, "read_mask": {"paths": ["*", "stats"]}},
         )
         stats = _stats(queue.stats)
     except QueueUnavailable as error:
         if not isinstance(error.__cause__, exceptions.MethodNotImplemented):
             raise
-        queue = _call(qs, "read", "get_queue", name=qs.queue_path)
-        stats = QueueStats(len(_list_tasks(qs, limit=None)), None, None, None, None)
+        queue = _call(qs, "read", "get_queue", queue_path, name=queue_path)
+        stats = QueueStats(len(_list_tasks(qs, queue_path, limit=None)), None, None, None, None)
     rate, retry = queue.rate_limits, queue.retry_config
     return QueueInfo(
         settings=qs,
@@ -116,49 +131,80 @@ def inspect(qs: QueueSettings) -> QueueInfo:
     )
 
 
+_STATE_ORDER = {"RUNNING": 0, "STATE_UNSPECIFIED": 1, "PAUSED": 2, "DISABLED": 3}
+
+
+def _added(stats: list[QueueStats]) -> QueueStats:
+    def total(values: list[Any]) -> Any:
+        return None if any(value is None for value in values) else sum(values)
+
+    arrivals = [s.oldest_arrival for s in stats if s.oldest_arrival is not None]
+    return QueueStats(
+        tasks=sum(s.tasks for s in stats),
+        oldest_arrival=min(arrivals) if arrivals else None,
+        executed_last_minute=total([s.executed_last_minute for s in stats]),
+        running=total([s.running for s in stats]),
+        effective_rate=total([s.effective_rate for s in stats]),
+    )
+
+
 def check(qs: QueueSettings) -> None:
-    """Read the queue once (GetQueue): raises QueueUnavailable unless Cloud Tasks answers."""
-    _call(qs, "read", "get_queue", name=qs.queue_path)
+    """Read each queue once (GetQueue): raises QueueUnavailable unless Cloud Tasks answers."""
+    for queue_path in qs.queue_paths:
+        _call(qs, "read", "get_queue", queue_path, name=queue_path)
 
 
 def waiting_tasks(qs: QueueSettings, *, limit: int | None = DEFAULT_LIMIT) -> list[WaitingTask]:
-    """The queue's tasks, soonest first, at most ``limit`` (None: all of them)."""
-    listed = _list_tasks(qs, limit=limit, full=True)
+    """The cluster's waiting tasks, in all its queues, soonest first, at most ``limit``
+    (None: all of them)."""
+    listed = [
+        task
+        for queue_path in qs.queue_paths
+        for task in _list_tasks(qs, queue_path, limit=limit, full=True)
+    ]
     described = [_describe(qs, task, timezone.now()) for task in listed]
-    return sorted(described, key=lambda task: (task.schedule_time is None, task.schedule_time))
+    described.sort(key=lambda task: (task.schedule_time is None, task.schedule_time))
+    return described if limit is None else described[:limit]
 
 
 def pause(qs: QueueSettings) -> None:
     """Stop dispatching; tasks can still be enqueued and wait until the queue resumes."""
-    _call(qs, "pause", "pause_queue", name=qs.queue_path)
+    for queue_path in qs.queue_paths:
+        _call(qs, "pause", "pause_queue", queue_path, name=queue_path)
 
 
 def resume(qs: QueueSettings) -> None:
-    _call(qs, "resume", "resume_queue", name=qs.queue_path)
+    for queue_path in qs.queue_paths:
+        _call(qs, "resume", "resume_queue", queue_path, name=queue_path)
 
 
 def purge(qs: QueueSettings) -> bool:
-    """Delete every task of the queue (Cloud Tasks does it within a minute); False if there
-    is no such queue, which has nothing to purge either."""
+    """Delete every task of the cluster's queues (Cloud Tasks does it within a minute);
+    False if there is no such queue, which has nothing to purge either."""
     from google.api_core import exceptions  # see api.py's docstring
 
-    try:
-        _call(qs, "purge", "purge_queue", name=qs.queue_path)
-    except QueueUnavailable as error:
-        if isinstance(error.__cause__, exceptions.NotFound):
-            return False
-        raise
-    return True
+    purged = False
+    for queue_path in qs.queue_paths:
+        try:
+            _call(qs, "purge", "purge_queue", queue_path, name=queue_path)
+        except QueueUnavailable as error:
+            if isinstance(error.__cause__, exceptions.NotFound):
+                continue
+            raise
+        purged = True
+    return purged
 
 
-def _list_tasks(qs: QueueSettings, *, limit: int | None, full: bool = False) -> list[Any]:
+def _list_tasks(
+    qs: QueueSettings, queue_path: str, *, limit: int | None, full: bool = False
+) -> list[Any]:
     """The queue's Cloud Tasks, at most ``limit``; ``full``: with their bodies."""
-    request: dict[str, Any] = {"parent": qs.queue_path}
+    request: dict[str, Any] = {"parent": queue_path}
     if full:
         request["response_view"] = "FULL"
     if limit is not None:
         request["page_size"] = limit
-    pager = _call(qs, "list the tasks of", "list_tasks", request=request)
+    pager = _call(qs, "list the tasks of", "list_tasks", queue_path, request=request)
     listed = []
     try:
         for task in pager:  # further pages are further calls
@@ -166,24 +212,33 @@ def _list_tasks(qs: QueueSettings, *, limit: int | None, full: bool = False) -> 
             if limit is not None and len(listed) >= limit:
                 break
     except api.failures() as error:
-        raise _unavailable(qs, "list the tasks of", error) from error
+        raise _unavailable(qs, queue_path, "list the tasks of", error) from error
     return listed
 
 
-def _call(qs: QueueSettings, verb: str, method: str, *, beta: bool = False, **request: Any) -> Any:
+def _call(
+    qs: QueueSettings,
+    verb: str,
+    method: str,
+    queue_path: str,
+    *,
+    beta: bool = False,
+    **request: Any,
+) -> Any:
     """``method`` of the v2 client (``beta``: v2beta3), under the one policy."""
     try:
         client = (tasks_beta_client if beta else tasks_client)(qs.emulator_host)
         return api.call(getattr(client, method), api.AT_ONCE, **request)
     except api.failures() as error:
-        raise _unavailable(qs, verb, error) from error
+        raise _unavailable(qs, queue_path, verb, error) from error
 
 
-def _unavailable(qs: QueueSettings, verb: str, error: BaseException) -> QueueUnavailable:
+def _unavailable(
+    qs: QueueSettings, queue_path: str, verb: str, error: BaseException
+) -> QueueUnavailable:
     needs = VIEWER if verb in ("read", "list the tasks of") else ADMIN
     return QueueUnavailable(
-        f"Could not {verb} queue {qs.queue_path}: "
-        + api.explain(error, qs, api.AT_ONCE, needs=needs)
+        f"Could not {verb} queue {queue_path}: " + api.explain(error, qs, api.AT_ONCE, needs=needs)
     )
 
 

@@ -66,15 +66,16 @@ def create_task(
     if schedule_time is not None:
         cloud_task["schedule_time"] = schedule_time
     budget = api.patient(qs.enqueue_timeout)
+    queue_path = qs.queue_path_for(name)
     try:
         api.call(
             tasks_client(qs.emulator_host).create_task,
             budget,
-            parent=qs.queue_path,
+            parent=queue_path,
             task=cloud_task,
         )
     except exceptions.AlreadyExists:
-        logger.debug("Task %s already exists in %s", name, qs.queue_path)
+        logger.debug("Task %s already exists in %s", name, queue_path)
         return False
     except api.failures() as error:
         needs = ENQUEUER + (
@@ -83,9 +84,9 @@ def create_task(
             else ""
         )
         raise EnqueueError(
-            f"Could not enqueue task {task_id or name} to Cloud Tasks queue {qs.queue_path}: "
+            f"Could not enqueue task {task_id or name} to Cloud Tasks queue {queue_path}: "
             + api.explain(error, qs, budget, needs=needs),
-            queue_path=qs.queue_path,
+            queue_path=queue_path,
             task_id=task_id or name,
         ) from error
     return True
@@ -105,16 +106,23 @@ def run_task(qs: QueueSettings, task_id: str) -> bool:
 def _on_task(qs: QueueSettings, verb: str, method: str, task_id: str) -> bool:
     from google.api_core import exceptions  # see api.py's docstring
 
-    try:
-        api.call(
-            getattr(tasks_client(qs.emulator_host), method), api.AT_ONCE, name=qs.task_path(task_id)
-        )
-    except exceptions.NotFound:
-        # A screen a moment old often asks for a task that is gone: not a queue to create.
-        return False
-    except api.failures() as error:
-        raise QueueUnavailable(
-            f"Could not {verb} queue {qs.queue_path}: "
-            + api.explain(error, qs, api.AT_ONCE, needs=ADMIN)
-        ) from error
-    return True
+    # The task is in the queue its name chooses, unless it was enqueued before the cluster
+    # had as many shards as it has now: then it may be in any of them.
+    home = qs.queue_path_for(task_id)
+    for queue_path in (home, *(path for path in qs.queue_paths if path != home)):
+        try:
+            api.call(
+                getattr(tasks_client(qs.emulator_host), method),
+                api.AT_ONCE,
+                name=f"{queue_path}/tasks/{task_id}",
+            )
+        except exceptions.NotFound:
+            # A screen a moment old often asks for a task that is gone: not a queue to create.
+            continue
+        except api.failures() as error:
+            raise QueueUnavailable(
+                f"Could not {verb} queue {queue_path}: "
+                + api.explain(error, qs, api.AT_ONCE, needs=ADMIN)
+            ) from error
+        return True
+    return False

@@ -321,7 +321,7 @@ def _misrouted(delivery: Delivery, task: dict[str, Any], queue: QueueSettings) -
     name = task.get("cluster")
     if delivery.app_engine_queue is None or (name is not None and name not in cluster_names()):
         return None
-    if queue.app_engine is not None and queue.queue == delivery.app_engine_queue:
+    if queue.app_engine is not None and delivery.app_engine_queue in queue.queue_ids:
         return None
     return (
         f"The task of cluster {queue.cluster!r} came as an App Engine task of queue "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -18,6 +19,7 @@ from django_q_cloudtasks.exceptions import QueueUnavailable
 from django_q_cloudtasks.gcp import queue_admin, tasks
 from django_q_cloudtasks.scheduling import tick
 from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -135,3 +137,36 @@ def test_an_unreachable_queue_fails_at_once_saying_which_and_why(configure, call
     assert time.monotonic() - started < 5  # one attempt, not the client's 20 s of retries
     assert qs.queue_path in str(raised.value)
     assert "is the emulator at 127.0.0.1:9 running?" in str(raised.value)
+
+
+def per_queue(cloud_tasks: Any) -> dict[str, int]:
+    """The number of tasks each of the main cluster's queues holds."""
+    return {
+        path.rsplit("/", 1)[1]: len(list(cloud_tasks.client.list_tasks(parent=path)))
+        for path in queue_settings().queue_paths
+    }
+
+
+def test_a_cluster_with_shards_is_read_and_steered_as_one_queue(sharded_cloud_tasks):
+    task_ids = [async_task("tests.project.tasks.echo", n) for n in range(30)]
+    spread = per_queue(sharded_cloud_tasks)
+    assert sum(spread.values()) == 30
+    assert all(spread.values()), spread
+    qs = queue_settings()
+    info = queue_admin.inspect(qs)
+    assert (info.state, info.stats.tasks) == ("PAUSED", 30)
+    listed = queue_admin.waiting_tasks(qs, limit=None)
+    assert sorted(task.task_id for task in listed) == sorted(task_ids)
+    assert [task.schedule_time for task in listed] == sorted(task.schedule_time for task in listed)
+    assert len(queue_admin.waiting_tasks(qs, limit=10)) == 10
+
+    assert queue_admin.purge(qs) is True
+    wait_for(lambda: not any(per_queue(sharded_cloud_tasks).values()))
+    queue_admin.resume(qs)
+    assert queue_admin.inspect(qs).state == "RUNNING"
+    # One queue of the cluster paused is the cluster's state: it is what to look at.
+    sharded_cloud_tasks.client.pause_queue(name=qs.queue_paths[2])
+    assert queue_admin.inspect(qs).paused
+    queue_admin.pause(qs)
+    states = [sharded_cloud_tasks.client.get_queue(name=path).state for path in qs.queue_paths]
+    assert {type(state)(state).name for state in states} == {"PAUSED"}

@@ -4,6 +4,7 @@ broker's delete(), against the built-in emulator."""
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 from django_q.tasks import async_task
@@ -75,3 +76,43 @@ def test_a_big_app_engine_task_travels_by_reference(app_engine_cloud_tasks):
         request.headers["Content-Type"] == "application/vnd.django-q-cloudtasks.payload-reference"
     )
     assert Payload.objects.filter(task_id=task_id).exists()
+
+
+def enqueue(name: str) -> bool:
+    qs = queue_settings()
+    return tasks.create_task(
+        qs, name=name, uri=qs.url, body=b"{}", content_type="application/json", deadline=30
+    )
+
+
+def test_a_retried_enqueue_lands_in_its_first_shard_and_is_deduplicated_there(
+    sharded_cloud_tasks,
+):
+    qs = queue_settings()
+    names = [uuid.uuid4().hex for _ in range(12)]
+    for name in names:
+        assert enqueue(name) is True
+        assert enqueue(name) is False  # Cloud Tasks' ALREADY_EXISTS, in the same queue
+    found = {
+        task.name.rsplit("/", 1)[1]: path
+        for path in qs.queue_paths
+        for task in sharded_cloud_tasks.client.list_tasks(parent=path)
+    }
+    assert found == {name: qs.queue_path_for(name) for name in names}
+    assert len(set(found.values())) > 1
+
+
+def test_a_task_enqueued_before_the_cluster_had_shards_is_still_found(
+    sharded_cloud_tasks, configure
+):
+    sharded = queue_settings()
+    name = next(
+        name
+        for name in (uuid.uuid4().hex for _ in range(1000))
+        if sharded.queue_path_for(name) != sharded.queue_path
+    )
+    configure(shards=1)
+    assert enqueue(name) is True  # into the cluster's one queue, "tests"
+    configure(shards=3)
+    assert tasks.delete_task(queue_settings(), name) is True
+    assert tasks.delete_task(queue_settings(), name) is False

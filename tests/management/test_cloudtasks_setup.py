@@ -37,6 +37,18 @@ def test_it_creates_the_queue_of_every_cluster(cloud_tasks):
     assert cloud_tasks.queue("second").retry.max_attempts == -1
 
 
+def test_a_cluster_with_shards_gets_each_of_its_queues_with_its_options(cloud_tasks, configure):
+    configure(shards=3, queue_options={"retry_config": {"max_backoff": 60}})
+    printed = run("--cluster", "tests")
+    assert [line for line in printed.splitlines() if not line.startswith(" ")] == [
+        f"{TESTS}: created",
+        f"{TESTS}-1: created",
+        f"{TESTS}-2: created",
+    ]
+    assert printed.count("retry_config.max_backoff: 60s") == 3
+    assert run("--cluster", "tests").count("up to date") == 3
+
+
 def test_a_second_run_is_up_to_date_and_updates_nothing(cloud_tasks):
     run()
     cloud_tasks.calls.clear()

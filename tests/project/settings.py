@@ -14,6 +14,7 @@ Environment:
   DJQ_CACHE_PREFIX   the cache's KEY_PREFIX with DJQ_CACHE_URL: one per test run sharing a Redis
   DJQ_JOB_CLUSTER    1: the cluster "long" runs its tasks in the Cloud Run job "tests-worker"
   DJQ_APP_ENGINE_CLUSTER  1: the cluster "worker" sends its tasks inside App Engine
+  DJQ_SHARDS         the queues the main cluster "tests" spreads its tasks over (default 1)
 """
 
 import os
@@ -113,6 +114,7 @@ Q_CLUSTER: dict[str, Any] = {
         "url": os.environ.get("DJQ_RECEIVER_URL", "https://tasks.example.com/_tasks/"),
         "service_account_email": "tasks@test-project.iam.gserviceaccount.com",
         "enqueue_timeout": 10,
+        "shards": int(os.environ.get("DJQ_SHARDS", "1")),
         **({"verify_token": False} if os.environ.get("DJQ_VERIFY_TOKEN") == "0" else {}),
     },
     "ALT_CLUSTERS": {

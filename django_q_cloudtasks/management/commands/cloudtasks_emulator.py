@@ -202,9 +202,9 @@ class Command(BaseCommand):
             return None
 
     def _settings_queues(self) -> list[str]:
-        """The queue of every configured cluster, when the settings name them."""
+        """The queues of every configured cluster, when the settings name them."""
         try:
-            return [queue_settings(name).queue_path for name in cluster_names()]
+            return [path for name in cluster_names() for path in queue_settings(name).queue_paths]
         except ConfigurationError as error:
             self.stderr.write(f"Not creating the project's queues: {error}")
             return []
