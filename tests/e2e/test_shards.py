@@ -100,7 +100,7 @@ def test_one_task_in_two_of_the_clusters_queues_runs_once(sharded_stack, trace):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("timed")
+@pytest.mark.xdist_group("cpu-bound or timed")  # not beside the load test (test_load.py)
 def test_4000_tasks_over_four_queues_share_them_evenly_and_each_runs_once(sharded_stack, trace):
     stack = sharded_stack(workers=2)
     count = 4000
