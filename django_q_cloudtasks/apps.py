@@ -9,6 +9,8 @@ class CloudTasksConfig(AppConfig):
     def ready(self) -> None:
         # Imported once the apps are: these modules use the models.
         from . import checks  # noqa: F401  (registers the system checks)
+        from .cloud_logging import log_somewhere_by_default
         from .receiver.execution import quiet_django_q
 
         quiet_django_q()
+        log_somewhere_by_default()

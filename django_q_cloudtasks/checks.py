@@ -180,8 +180,13 @@ def _check_cache() -> list[CheckMessage]:
             )
         ]
     backend = import_string(cache["BACKEND"])
+    # With the emulator, the server, the emulator and the monitor are processes of their
+    # own even while debugging: a cache in one process is seen by no other.
+    local = bool(conf.queue_settings().emulator_host)
     if issubclass(backend, DummyCache):
         where = "keeps nothing"
+    elif local and issubclass(backend, LocMemCache):
+        where = "is local to one process"
     elif not settings.DEBUG and issubclass(backend, LocMemCache | FileBasedCache):
         where = (
             "is local to one process"
@@ -194,7 +199,13 @@ def _check_cache() -> list[CheckMessage]:
         f"django-q's cache {alias!r} ({backend.__name__}) {where}, but every receiver "
         "instance must see the same cache"
     )
-    hint = "Use a shared cache: Redis (Memorystore), Memcached or DatabaseCache."
+    hint = "Use a shared cache: Redis (Memorystore), Memcached or DatabaseCache." + (
+        ' Locally, DatabaseCache needs no server: CACHES = {"default": {"BACKEND": '
+        '"django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"}}, then '
+        "python manage.py createcachetable."
+        if local
+        else ""
+    )
     if q_cluster.get("cached"):
         return [
             Error(

@@ -67,3 +67,17 @@ def trace_of(header: str | None, project: str) -> dict[str, str]:
     if not trace_id or not trace_id.isalnum():
         return {}
     return {TRACE_FIELD: f"projects/{project}/traces/{trace_id}"}
+
+
+def log_somewhere_by_default() -> None:
+    """Send the package's lines (INFO and up) to stderr when the project's ``LOGGING`` gives
+    neither its logger nor the root logger a handler, as django-q does for its own: Python
+    would otherwise show warnings alone, and the receiver's line per task not at all."""
+    package_logger = logging.getLogger(RECEIVER_LOGGER.rpartition(".")[0])
+    if package_logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger.addHandler(handler)
+    if package_logger.level == logging.NOTSET:
+        package_logger.setLevel(logging.INFO)

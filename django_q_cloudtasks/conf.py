@@ -48,6 +48,8 @@ from .targets import AppEngineRouting, Target
 
 BROKER_CLASS = "django_q_cloudtasks.CloudTasksBroker"
 EMULATOR_ENV = "CLOUD_TASKS_EMULATOR_HOST"
+# Where `cloudtasks_emulator` listens unless told otherwise.
+EMULATOR_ADDRESS = "127.0.0.1:8123"
 RECEIVER_URL_NAME = "django_q_cloudtasks:receive"
 # Beside the receiver, under the same prefix: see urls.py.
 SCHEDULE_PATH = "schedule/"
@@ -539,18 +541,18 @@ def _build_queue_settings(
     emulator_host = cloud_tasks.get("emulator_host") or os.environ.get(EMULATOR_ENV) or None
     if emulator_host is not None and not EMULATOR_HOST.match(str(emulator_host)):
         raise _invalid("emulator_host", f"must be HOST:PORT, not {emulator_host!r}")
-    project = _required_id(
-        "project",
-        cloud_tasks.get("project") or environment.detect_project(),
-        PROJECT_ID,
-        emulator_host,
-    )
-    location = _required_id(
-        "location",
-        cloud_tasks.get("location") or environment.detect_location(),
-        LOCATION_ID,
-        emulator_host,
-    )
+    found = {
+        "project": cloud_tasks.get("project") or environment.detect_project(),
+        "location": cloud_tasks.get("location") or environment.detect_location(),
+    }
+    if not emulator_host and not all(found.values()):
+        # Every setting missing at once, rather than one per run of `check`.
+        url_missing = cloud_tasks.get("target") != targets.APP_ENGINE and not (
+            cloud_tasks.get("url") or _detect_receiver_url()
+        )
+        raise _missing([key for key, value in found.items() if not value] + ["url"] * url_missing)
+    project = _required_id("project", found["project"], PROJECT_ID)
+    location = _required_id("location", found["location"], LOCATION_ID)
 
     queue = cloud_tasks.get("queue") or queue_id_for(cluster)
     if not isinstance(queue, str) or not QUEUE_ID.fullmatch(queue):
@@ -658,21 +660,25 @@ def _build_queue_settings(
     )
 
 
-def _required_id(
-    key: str, value: object, pattern: re.Pattern[str], emulator_host: str | None
-) -> str:
-    if not value and emulator_host:
+def _required_id(key: str, value: object, pattern: re.Pattern[str]) -> str:
+    if not value:  # only in emulator mode: the emulator takes any id
         return "local"
-    if not value:
-        raise ConfigurationError(
-            f'Q_CLUSTER["cloud_tasks"]["{key}"] is not set and could not be detected '
-            "(detection works on Cloud Run and App Engine).",
-            check_id="django_q_cloudtasks.E003",
-            hint=f'Set Q_CLUSTER["cloud_tasks"]["{key}"].',
-        )
     if not isinstance(value, str) or not pattern.match(value):
         raise _invalid(key, f"is not a valid Cloud Tasks {key} id: {value!r}")
     return value
+
+
+def _missing(keys: list[str]) -> ConfigurationError:
+    names = ", ".join(f'"{key}"' for key in keys)
+    return ConfigurationError(
+        f'Q_CLUSTER["cloud_tasks"] needs {names}: not set, and not detected (detection works '
+        "on Cloud Run and App Engine).",
+        check_id="django_q_cloudtasks.E003",
+        hint=f"For local development, run python manage.py cloudtasks_emulator and set "
+        f"{EMULATOR_ENV}={EMULATOR_ADDRESS} in the environment of every manage.py command "
+        "(migrate, check, shell, runserver): the emulator needs no project or location. "
+        f'In production, set {names} in Q_CLUSTER["cloud_tasks"].',
+    )
 
 
 def receiver_path() -> str | None:

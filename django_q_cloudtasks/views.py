@@ -91,9 +91,13 @@ def receive(request: HttpRequest, caller: Caller) -> JsonResponse:
     started = time.perf_counter()
     delivery = Delivery.from_request(request, app_engine_queue=caller.app_engine_queue)
     result = take_task(delivery)
+    answer = _answer(request, delivery, result)
     if result.task is not None:
         _log_delivery(request, delivery, result, result.task, started)
-    return _answer(request, delivery, result)
+        # The line above says what became of the task, at its level: Django's own line for
+        # a 4xx or 5xx answer ("Internal Server Error: /_tasks/") would only repeat it.
+        answer._has_been_logged = True  # type: ignore[attr-defined]
+    return answer
 
 
 @google_endpoint(app_engine_tasks=True)
@@ -107,6 +111,20 @@ def tick(request: HttpRequest, caller: Caller) -> JsonResponse:
     """One scheduler pass; a non-2xx answer makes Cloud Scheduler report it, and retry."""
     report = scheduling.tick()
     return JsonResponse(report.as_dict(), status=500 if report.failed else 200)
+
+
+# What the receiver's line says of each outcome of a delivered task.
+OUTCOMES = {
+    "succeeded": "succeeded in %(duration_s).3f s",
+    "failed": "failed for good in %(duration_s).3f s",
+    "retry": "failed in %(duration_s).3f s; Cloud Tasks will deliver it again",
+    "cancelled": "was cancelled (%(duration_s).3f s)",
+    "duplicate": "had already run: a duplicate delivery, nothing ran",
+    "busy": "is running in another delivery: nothing ran, Cloud Tasks will come back",
+    "launched": "went to a new Cloud Run job execution in %(duration_s).3f s",
+    "running": "is running in a Cloud Run job execution: Cloud Tasks will come back",
+    "forwarded": "waits: sent on to its next hop",
+}
 
 
 def _answer(request: HttpRequest, delivery: Delivery, result: Result) -> JsonResponse:
@@ -141,10 +159,10 @@ def _log_delivery(
         "cloud_tasks_retries": delivery.retries,
     }
     level = logging.WARNING if result.outcome in ("failed", "retry") else logging.INFO
+    said = OUTCOMES.get(result.outcome, "ended %(outcome)s in %(duration_s).3f s")
     receiver_logger.log(
         level,
-        "Task %(task_name)s (%(func)s) %(outcome)s in %(duration_s).3f s: attempt %(attempt)s, "
-        "queue %(queue)s",
+        f"Task %(task_name)s (%(func)s) {said}: attempt %(attempt)s, queue %(queue)s",
         fields,
         extra=fields | trace_of(request.headers.get("X-Cloud-Trace-Context"), queue.project),
     )

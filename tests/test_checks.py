@@ -112,6 +112,16 @@ def test_a_cache_receivers_cannot_share_is_a_warning(settings, backend, debug, e
     assert check_ids() == expected
 
 
+def test_with_the_emulator_a_cache_in_one_process_is_a_warning_even_while_debugging(
+    settings, configure
+):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.DEBUG = True
+    configure(emulator_host="127.0.0.1:8123", url="http://127.0.0.1:8000/_tasks/")
+    (message,) = [m for m in run_checks() if m.id == "django_q_cloudtasks.W004"]
+    assert "createcachetable" in (message.hint or "")
+
+
 def test_cached_results_in_a_local_cache_are_an_error(settings, configure):
     settings.CACHES = {"default": LOCAL_CACHE}
     configure(q_cluster={"cached": 60})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,18 @@ def test_a_failure_logs_a_warning_with_its_attempt_and_a_duplicate_says_so(
         ("duplicate", 1, "INFO"),
     ]
     assert [e["cloud_tasks_retries"] for e in lines[:2]] == [0, 1]
+    assert "failed in" in lines[0]["message"]
+    assert "; Cloud Tasks will deliver it again: attempt 1" in lines[0]["message"]
+    assert "had already run: a duplicate delivery, nothing ran" in lines[3]["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retried_task_is_said_once_not_again_as_a_server_error(deliver, caplog, tmp_path):
+    caplog.set_level(logging.INFO)
+    failing = make_task("tests.project.tasks.count_and_fail", str(tmp_path / "count"))
+    assert deliver(failing).status_code == 500
+    assert len(receiver_lines(caplog)) == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -135,3 +149,39 @@ def test_a_line_names_the_trace_of_its_request(deliver, client, caplog, signing_
     assert formatted(line)[TRACE_FIELD] == (
         "projects/test-project/traces/105445aa7843bc8bf206b12000100000"
     )
+
+
+SCRIPT = """
+import logging, sys
+from django.conf import settings
+settings.configure(
+    INSTALLED_APPS=["django_q", "django_q_cloudtasks"],
+    Q_CLUSTER={"name": "site", "broker_class": "django_q_cloudtasks.CloudTasksBroker"},
+    **({"LOGGING": {"version": 1, "handlers": {"h": {"class": "logging.StreamHandler"}},
+                    "root": {"handlers": ["h"], "level": "INFO"}}} if sys.argv[1] == "root" else {}),
+)
+import django
+django.setup()
+logging.getLogger("django_q_cloudtasks.receiver").info("Task x (f) succeeded in 0.001 s")
+"""
+
+
+@pytest.mark.parametrize(
+    ("logging_setting", "line"),
+    [
+        ("none", "INFO django_q_cloudtasks.receiver: Task x (f) succeeded in 0.001 s"),
+        ("root", "Task x (f) succeeded in 0.001 s"),  # the project's handler, in its format
+    ],
+)
+def test_a_project_without_logging_still_sees_each_tasks_line_once(logging_setting, line):
+    ran = subprocess.run(
+        [sys.executable, "-c", SCRIPT, logging_setting],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert ran.returncode == 0, ran.stderr
+    said = [text for text in ran.stderr.splitlines() if "Task x" in text]
+    assert len(said) == 1, ran.stderr
+    assert said[0].endswith(line)

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.test import override_settings
 from django_q.conf import Conf
 
 from django_q_cloudtasks import environment
@@ -101,7 +100,7 @@ def test_emulator_mode_fills_in_the_rest_and_verifies_the_emulators_tokens(confi
     ("change", "check_id", "words"),
     [
         ({"serivce_account_email": "x@y"}, "E002", "Did you mean 'service_account_email'?"),
-        ({"project": None}, "E003", "could not be detected"),
+        ({"project": None}, "E003", 'needs "project": not set, and not detected'),
         ({"queue": "bad name!"}, "E004", "invalid"),
         ({"url": "http://app.example.com/_tasks/"}, "E005", "must use https"),
         ({"url": "/_tasks/"}, "E005", "absolute"),
@@ -125,6 +124,22 @@ def test_a_wrong_setting_raises_a_clear_error(configure, change, check_id, words
         queue_settings()
     assert raised.value.check_id == f"django_q_cloudtasks.{check_id}"
     assert words in str(raised.value)
+
+
+def test_every_missing_setting_is_named_at_once_with_the_local_hint(configure):
+    configure(project=None, location=None, url=None)
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings()
+    assert raised.value.check_id == "django_q_cloudtasks.E003"
+    assert 'needs "project", "location", "url"' in str(raised.value)
+    assert "CLOUD_TASKS_EMULATOR_HOST=127.0.0.1:8123" in (raised.value.hint or "")
+
+
+def test_an_app_engine_cluster_is_not_told_it_lacks_a_url(configure):
+    configure(project=None, url=None, target="app_engine")
+    with pytest.raises(ConfigurationError) as raised:
+        queue_settings()
+    assert 'needs "project": not set' in str(raised.value)
 
 
 def test_queue_options_default_to_cloud_tasks_own():
@@ -585,8 +600,10 @@ def test_without_a_url_an_app_engine_cluster_has_no_tick(configure):
     assert raised.value.check_id == "django_q_cloudtasks.E005"
 
 
-@override_settings(ROOT_URLCONF="tests.project.urls_without_receiver")
-def test_without_a_url_an_app_engine_cluster_needs_the_receiver_mounted(configure):
+def test_without_a_url_an_app_engine_cluster_needs_the_receiver_mounted(configure, settings):
+    # Through the settings fixture, as configure changes them: an override_settings
+    # decorator around it would leave the URLconf changed for the tests after this one.
+    settings.ROOT_URLCONF = "tests.project.urls_without_receiver"
     configure(url=None, q_cluster=app_engine_cluster())
     with pytest.raises(ConfigurationError, match="the receiver's path is not known") as raised:
         queue_settings("worker")

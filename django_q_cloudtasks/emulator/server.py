@@ -4,6 +4,7 @@ Cloud Run Jobs beside them when the ``jobs`` extra is installed."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from concurrent import futures
 from pathlib import Path
 from types import TracebackType
@@ -92,15 +93,22 @@ class Emulator:
                 "the port after its own free."
             ) from error
 
-    def ensure_queue(self, name: str) -> bool:
-        """Creates the queue ``name`` with Cloud Tasks' defaults; False if it exists."""
-        try:
-            self.store.create_queue(name.rsplit("/queues/", 1)[0], QueueRecord(name=name))
-        except ApiError as error:
-            if error.code == grpc.StatusCode.ALREADY_EXISTS:
-                return False
-            raise
-        return True
+    def ensure_queue(self, name: str, fields: Mapping[str, float] | None = None) -> str | None:
+        """Creates the queue ``name``, or brings the one there up to ``fields`` (its managed
+        fields as an update mask names them, "retry_config.max_backoff"; Cloud Tasks'
+        defaults for the rest). Returns "created", "updated", or None if it was as asked."""
+        with self.store.lock:
+            try:
+                queue = self.store.get_queue(name)
+            except ApiError:
+                queue = QueueRecord(name=name)
+                _apply(queue, fields or {})
+                self.store.create_queue(name.rsplit("/queues/", 1)[0], queue)
+                return "created"
+            if not _apply(queue, fields or {}):
+                return None
+            self.store.save_queue(queue)
+            return "updated"
 
     def ensure_job(self, job: JobRecord) -> bool:
         """Adds the Cloud Run job ``job``; False if one of its name exists."""
@@ -142,3 +150,16 @@ def _serve_jobs(server: grpc.Server, jobs: Jobs) -> bool:
         return False
     server.add_generic_rpc_handlers(run_handlers(jobs))
     return True
+
+
+def _apply(queue: QueueRecord, fields: Mapping[str, float]) -> bool:
+    """Sets a queue's retry and rate fields; True if one changed."""
+    parts = {"retry_config": queue.retry, "rate_limits": queue.rate}
+    changed = False
+    for path, value in fields.items():
+        section, name = path.split(".")
+        part = parts[section]
+        wanted = type(getattr(part, name))(value)
+        changed |= getattr(part, name) != wanted
+        setattr(part, name, wanted)
+    return changed

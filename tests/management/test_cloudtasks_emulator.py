@@ -72,6 +72,23 @@ def test_it_creates_the_projects_queues_and_keeps_them_in_its_state_file(tmp_pat
         assert len(list(tasks_client(address).list_tasks(parent=f"{QUEUES}/tests"))) == 1
 
 
+def test_it_makes_the_queues_as_cloudtasks_setup_would_and_mends_a_kept_one(tmp_path):
+    port, state = free_port_pair(), tmp_path / "state.jsonl"
+    address, tests_queue = f"127.0.0.1:{port}", f"{QUEUES}/tests"
+    with emulator_command(address, "--state", str(state)):
+        retry = tasks_client(address).get_queue(name=tests_queue).retry_config
+        assert retry.max_attempts == -1  # Cloud Tasks' default is 100
+        tasks_client(address).update_queue(
+            queue={"name": tests_queue, "retry_config": {"max_attempts": 5}},
+            update_mask={"paths": ["retry_config.max_attempts"]},
+        )
+
+    with emulator_command(address, "--state", str(state)) as (_, printed):
+        assert f"  queue {tests_queue} (updated)" in printed
+        assert f"  queue {QUEUES}/second-queue" in printed  # as the settings want it already
+        assert tasks_client(address).get_queue(name=tests_queue).retry_config.max_attempts == -1
+
+
 def test_an_address_in_use_is_a_clear_error():
     port = free_port_pair()
     with (

@@ -14,14 +14,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...conf import EMULATOR_ENV, cluster_names, queue_settings
+from ...conf import EMULATOR_ADDRESS, EMULATOR_ENV, QueueSettings, cluster_names, queue_settings
 from ...emulator import Emulator
 from ...emulator.jobs import DEFAULT_MAX_RETRIES, JobRecord
 from ...emulator.state import DEFAULT_DEDUP_WINDOW
 from ...emulator.ticker import Ticker
-from ...exceptions import ConfigurationError
-
-DEFAULT_ADDRESS = "127.0.0.1:8123"
+from ...exceptions import ConfigurationError, ProvisioningError
+from ...gcp.provisioning import desired_fields, queues_of
 
 
 class Command(BaseCommand):
@@ -39,7 +38,7 @@ class Command(BaseCommand):
             "address",
             nargs="?",
             help=f"HOST:PORT to listen on (default: ${EMULATOR_ENV}, the emulator_host "
-            f"setting, or {DEFAULT_ADDRESS}).",
+            f"setting, or {EMULATOR_ADDRESS}).",
         )
         parser.add_argument(
             "--state",
@@ -118,14 +117,14 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--app-engine-url must be the app's address, http://HOST:PORT, not {app_engine_url!r}."
             )
-        address = options["address"] or self._configured_address() or DEFAULT_ADDRESS
+        address = options["address"] or self._configured_address() or EMULATOR_ADDRESS
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise CommandError(f"ADDRESS must be HOST:PORT, not {address!r}.")
         # Read the settings as the project's server will, in emulator mode.
         os.environ[EMULATOR_ENV] = address
         queue_settings.cache_clear()
-        queues = self._settings_queues() + options["queue"]
+        settings_queues = self._settings_queues()
         self._log_deliveries(options["verbosity"])
         try:
             emulator = Emulator(
@@ -140,7 +139,13 @@ class Command(BaseCommand):
             )
         except (OSError, ValueError) as error:  # a port taken; a state file it cannot serve
             raise CommandError(str(error)) from error
-        created = [queue for queue in queues if emulator.ensure_queue(queue)]
+        # As cloudtasks_setup makes them in Google Cloud (queue_options, unlimited attempts);
+        # a queue kept in the state file is brought up to the settings.
+        done = {
+            qs.queue_path: emulator.ensure_queue(qs.queue_path, desired_fields(qs))
+            for qs in settings_queues
+        }
+        done |= {queue: emulator.ensure_queue(queue) for queue in options["queue"]}
         jobs = self._settings_jobs(emulator, options) if emulator.serves_jobs else []
         emulator.start()
         ticker = self._ticker(emulator, options["tick_every"])
@@ -150,7 +155,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Cloud Tasks emulator on {emulator.address} (state: {state})")
         self.stdout.write(f"  ID-token certificates: {emulator.certs_url}")
         for queue in sorted(emulator.store.queues):
-            self.stdout.write(f"  queue {queue}{' (created)' if queue in created else ''}")
+            self.stdout.write(f"  queue {queue}{f' ({done[queue]})' if done.get(queue) else ''}")
         for job in jobs:
             self.stdout.write(f"  Cloud Run job {job.name}: {shlex.join(job.command + job.args)}")
         if app_engine_url:
@@ -201,11 +206,11 @@ class Command(BaseCommand):
         except ConfigurationError:
             return None
 
-    def _settings_queues(self) -> list[str]:
-        """The queues of every configured cluster, when the settings name them."""
+    def _settings_queues(self) -> list[QueueSettings]:
+        """One settings per queue of every configured cluster, when the settings name them."""
         try:
-            return [path for name in cluster_names() for path in queue_settings(name).queue_paths]
-        except ConfigurationError as error:
+            return queues_of(queue_settings(name) for name in cluster_names())
+        except (ConfigurationError, ProvisioningError) as error:
             self.stderr.write(f"Not creating the project's queues: {error}")
             return []
 
