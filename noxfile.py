@@ -1,12 +1,16 @@
 """Sessions: ``nox`` runs tests, lint and typecheck; ``nox -s tests`` the test matrix;
 ``nox -s slow`` the tests that take minutes (real schedule slots, a minute apart);
 ``nox -s demo`` the example's demo, checking that every demo task ends as it should;
-``nox -s bench`` the benchmarks against qcluster (benchmarks/), writing their results.
+``nox -s bench`` the benchmarks against qcluster (benchmarks/), writing their results;
+``nox -s build`` the sdist and wheel, checked, and the wheel tried in a new virtualenv.
 ``bash tests/run`` is the quick way: the suite once, on SQLite, without nox.
 
 The matrix runs for the interpreters this machine has, against SQLite and PostgreSQL
 (127.0.0.1:5432, database ``test``, trust auth).
 """
+
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -80,9 +84,12 @@ def slow(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    """ruff, and the GitHub Actions workflows against GitHub's schema (they run only there)."""
+    session.install("ruff", "check-jsonschema")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    workflows = sorted(str(path) for path in Path(".github/workflows").glob("*.yml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
 
 
 @nox.session(python="3.11")
@@ -103,3 +110,35 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- --quick`` checks that every step works, in a minute or two."""
     session.install(".", "gunicorn", "psycopg[binary]", "redis", "psutil", "pyinstrument")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python="3.11")
+def build(session: nox.Session) -> None:
+    """The sdist and wheel into dist/, checked by twine; then the wheel alone in a new
+    virtualenv, where the README's quick start runs (tests/test_quick_start.py)."""
+    shutil.rmtree("dist", ignore_errors=True)
+    session.install("build", "twine")
+    session.run("python", "-m", "build")
+    session.run("twine", "check", "--strict", *sorted(str(path) for path in Path("dist").iterdir()))
+    (wheel,) = Path("dist").glob("*.whl")
+    clean = Path(session.create_tmp()) / "installed"
+    shutil.rmtree(clean, ignore_errors=True)
+    session.run("python", "-m", "venv", str(clean))
+    python = str(clean / "bin" / "python")
+    session.run(python, "-m", "pip", "install", "-q", str(wheel), "pytest", external=True)
+    session.run(python, "tests/support/wheel_contents.py", str(wheel), external=True)
+    # Only pytest beside the wheel: not the suite's conftest, which needs the test group.
+    session.run(
+        python,
+        "-m",
+        "pytest",
+        "--noconftest",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-W",
+        "ignore::pytest.PytestConfigWarning",
+        "tests/test_quick_start.py",
+        external=True,
+    )

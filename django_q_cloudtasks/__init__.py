@@ -5,9 +5,13 @@ every app in INSTALLED_APPS) reads no settings and loads no API client.
 """
 
 import importlib
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:  # pyproject.toml holds the version; the installed package's metadata carries it
+    __version__ = metadata.version("django-q-cloudtasks")
+except metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+    __version__ = "0+unknown"
 # Each public name, and the module that holds it.
 _PUBLIC = {
     "CloudTasksBroker": "broker",

@@ -1,5 +1,8 @@
 """What the README tells users to import, from the package itself."""
 
+import tomllib
+from pathlib import Path
+
 import pytest
 
 import django_q_cloudtasks
@@ -20,3 +23,8 @@ def test_every_public_name_comes_from_the_package_itself():
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'cancel_everything'"):
         django_q_cloudtasks.cancel_everything  # noqa: B018
+
+
+def test_the_version_is_pyproject_tomls_as_the_installed_package_carries_it():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert django_q_cloudtasks.__version__ == pyproject["project"]["version"]
