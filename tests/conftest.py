@@ -14,6 +14,7 @@ from django_q_cloudtasks.conf import queue_settings
 from django_q_cloudtasks.receiver.auth import certificates
 from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE
 from tests.support.packages import sign
+from tests.support.scripted_cloud_tasks import ScriptedCloudTasks
 from tests.support.tokens import CertsServer, SigningKey
 
 
@@ -40,6 +41,16 @@ def configure(settings: Any) -> Callable[..., None]:
         settings.Q_CLUSTER = value
 
     return change
+
+
+@pytest.fixture
+def cloud_tasks(configure: Callable[..., None]) -> Iterator[ScriptedCloudTasks]:
+    """A Cloud Tasks API that records each call and fails on cue (``fail``)."""
+    server = ScriptedCloudTasks().start()
+    # Emulator mode reaches the scripted endpoint over plain gRPC; https and tokens stay on.
+    configure(emulator_host=server.host)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

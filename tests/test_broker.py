@@ -6,7 +6,6 @@ reached through the real client library; the end-to-end tests use a real emulato
 
 import os
 import time
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -21,18 +20,8 @@ from django_q_cloudtasks.conf import queue_id_for, queue_settings
 from django_q_cloudtasks.exceptions import EnqueueError, QueueUnavailable
 from django_q_cloudtasks.gcp import client, tasks
 from tests.conftest import wait_for
-from tests.support.scripted_cloud_tasks import ScriptedCloudTasks
 
 QUEUE = "projects/test-project/locations/europe-west1/queues/tests"
-
-
-@pytest.fixture
-def cloud_tasks(configure) -> Iterator[ScriptedCloudTasks]:
-    server = ScriptedCloudTasks().start()
-    # Emulator mode reaches the scripted endpoint over plain gRPC; https and tokens stay on.
-    configure(emulator_host=server.host)
-    yield server
-    server.stop()
 
 
 def test_enqueue_creates_an_http_task_named_after_the_django_q_id(cloud_tasks):

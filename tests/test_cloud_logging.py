@@ -156,7 +156,9 @@ import logging, sys
 from django.conf import settings
 settings.configure(
     INSTALLED_APPS=["django_q", "django_q_cloudtasks"],
-    Q_CLUSTER={"name": "site", "broker_class": "django_q_cloudtasks.CloudTasksBroker"},
+    SECRET_KEY="not-secret",  # django-q2 1.8 reads it at import
+    Q_CLUSTER={"name": "site", "broker_class": "django_q_cloudtasks.CloudTasksBroker",
+               "timeout": 60, "retry": 90},
     **({"LOGGING": {"version": 1, "handlers": {"h": {"class": "logging.StreamHandler"}},
                     "root": {"handlers": ["h"], "level": "INFO"}}} if sys.argv[1] == "root" else {}),
 )

@@ -15,7 +15,8 @@ from .client import tasks_client
 logger = logging.getLogger("django_q_cloudtasks")
 
 ENQUEUER = "roles/cloudtasks.enqueuer on the queue"
-ADMIN = "roles/cloudtasks.queueAdmin"
+DELETER = "roles/cloudtasks.taskDeleter"
+RUNNER = "roles/cloudtasks.taskRunner"
 
 
 def create_task(
@@ -94,16 +95,16 @@ def create_task(
 
 def delete_task(qs: QueueSettings, task_id: str) -> bool:
     """Delete a waiting task; False if it was gone (it ran, or was deleted)."""
-    return _on_task(qs, "delete a task of", "delete_task", task_id)
+    return _on_task(qs, "delete a task of", "delete_task", task_id, needs=DELETER)
 
 
 def run_task(qs: QueueSettings, task_id: str) -> bool:
     """Dispatch a waiting task now, even from a paused queue; False if it was gone. Never
     retried: a second attempt could deliver it twice."""
-    return _on_task(qs, "run a task of", "run_task", task_id)
+    return _on_task(qs, "run a task of", "run_task", task_id, needs=RUNNER)
 
 
-def _on_task(qs: QueueSettings, verb: str, method: str, task_id: str) -> bool:
+def _on_task(qs: QueueSettings, verb: str, method: str, task_id: str, *, needs: str) -> bool:
     from google.api_core import exceptions  # see api.py's docstring
 
     # The task is in the queue its name chooses, unless it was enqueued before the cluster
@@ -122,7 +123,7 @@ def _on_task(qs: QueueSettings, verb: str, method: str, task_id: str) -> bool:
         except api.failures() as error:
             raise QueueUnavailable(
                 f"Could not {verb} queue {queue_path}: "
-                + api.explain(error, qs, api.AT_ONCE, needs=ADMIN)
+                + api.explain(error, qs, api.AT_ONCE, needs=needs)
             ) from error
         return True
     return False

@@ -4,13 +4,16 @@ broker's delete(), against the built-in emulator."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 
+import grpc
 import pytest
 from django_q.tasks import async_task
 
 from django_q_cloudtasks.broker import CloudTasksBroker
 from django_q_cloudtasks.conf import queue_settings
+from django_q_cloudtasks.exceptions import QueueUnavailable
 from django_q_cloudtasks.gcp import queue_admin, tasks
 from django_q_cloudtasks.models import Payload
 from tests.conftest import wait_for
@@ -116,3 +119,16 @@ def test_a_task_enqueued_before_the_cluster_had_shards_is_still_found(
     configure(shards=3)
     assert tasks.delete_task(queue_settings(), name) is True
     assert tasks.delete_task(queue_settings(), name) is False
+
+
+@pytest.mark.parametrize(
+    ("act", "method", "role"),
+    [
+        (tasks.delete_task, "DeleteTask", "roles/cloudtasks.taskDeleter"),
+        (tasks.run_task, "RunTask", "roles/cloudtasks.taskRunner"),
+    ],
+)
+def test_a_refusal_names_the_role_the_call_takes(cloud_tasks, act, method, role):
+    cloud_tasks.fail(method, grpc.StatusCode.PERMISSION_DENIED)
+    with pytest.raises(QueueUnavailable, match=rf"It needs {re.escape(role)}"):
+        act(queue_settings(), uuid.uuid4().hex)

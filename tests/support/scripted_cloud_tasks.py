@@ -59,6 +59,9 @@ class ScriptedCloudTasks:
         def task(request: Any) -> tasks_v2.Task:
             return tasks_v2.Task(name=request.task.name)
 
+        def ran(request: Any) -> tasks_v2.Task:
+            return tasks_v2.Task(name=request.name)
+
         def queue(request: Any) -> tasks_v2.Queue:
             return tasks_v2.Queue(name=request.name)
 
@@ -81,6 +84,7 @@ class ScriptedCloudTasks:
             "PurgeQueue": handler("PurgeQueue", tasks_v2.PurgeQueueRequest, queue),
             "DeleteQueue": handler("DeleteQueue", tasks_v2.DeleteQueueRequest, empty),
             "DeleteTask": handler("DeleteTask", tasks_v2.DeleteTaskRequest, empty),
+            "RunTask": handler("RunTask", tasks_v2.RunTaskRequest, ran),
         }
         beta = {"GetQueue": handler("BetaGetQueue", tasks_v2beta3.GetQueueRequest, beta_queue)}
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
