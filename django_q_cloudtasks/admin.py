@@ -117,7 +117,8 @@ def steer(action: str, qs: QueueSettings, task_id: str, cloud_task: str = "") ->
     """Do one action on a queue or on one of its tasks; the message level and text that
     say what happened. ``cloud_task``: for a cancel, the Cloud Task that carries the task,
     a hop's name where it is not the task's."""
-    queue = qs.queue_path
+    # A sharded cluster's actions cover every one of its queues (queue_admin.py).
+    queue = qs.queue_path + (f" and its {qs.shards - 1} shards" if qs.shards > 1 else "")
     if action == "pause":
         queue_admin.pause(qs)
         return messages.SUCCESS, f"Paused {queue}: its tasks wait until it is resumed."

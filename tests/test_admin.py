@@ -34,6 +34,7 @@ from tests.support.packages import make_task, sign
 pytestmark = pytest.mark.django_db
 
 QUEUES = "admin:django_q_cloudtasksqueue_changelist"
+QUEUE_PATHS = "projects/test-project/locations/europe-west1/queues"
 
 
 def url(action: str, cluster: str = "tests", task_id: str | None = None) -> str:
@@ -270,6 +271,17 @@ def test_resume_and_pause_change_the_queue_and_say_so(admin_client, paused_cloud
     response = admin_client.post(url("pause", cluster="second"), follow=True)
     assert queue_state(paused_cloud_tasks, "second") == "PAUSED"
     assert "its tasks wait until it is resumed" in response.content.decode()
+
+
+def test_resume_of_a_sharded_cluster_resumes_and_names_every_shard(
+    admin_client, sharded_cloud_tasks
+):
+    response = admin_client.post(url("resume"), follow=True)
+    queues = [f"{QUEUE_PATHS}/tests", f"{QUEUE_PATHS}/tests-1", f"{QUEUE_PATHS}/tests-2"]
+    assert [sharded_cloud_tasks.client.get_queue(name=q).state.name for q in queues] == [
+        "RUNNING"
+    ] * 3
+    assert f"Resumed {QUEUE_PATHS}/tests and its 2 shards." in response.content.decode()
 
 
 def test_run_now_dispatches_a_waiting_task(admin_client, paused_cloud_tasks, target):
