@@ -112,6 +112,35 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
+# Mermaid's script for the site's diagrams, from npm: the site then draws them with no CDN.
+MERMAID = "mermaid@12.3.0"
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml, docs/) into site/, with --strict: a broken link,
+    anchor or page fails it."""
+    session.install(PACKAGE, "mkdocs~=1.6", "mkdocs-material~=9.8", "mkdocstrings[python]~=1.0")
+    mermaid = Path(".cache/docs/mermaid")
+    if not (mermaid / "package" / "dist" / "mermaid.min.js").is_file():
+        mermaid.mkdir(parents=True, exist_ok=True)
+        session.run(
+            "npm", "pack", MERMAID, "--silent", "--pack-destination", str(mermaid), external=True
+        )
+        (tarball,) = mermaid.glob("mermaid-*.tgz")
+        session.run(
+            "tar",
+            "xzf",
+            str(tarball),
+            "-C",
+            str(mermaid),
+            "package/dist/mermaid.min.js",
+            "package/LICENSE",
+            external=True,
+        )
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+
+
 @nox.session(python="3.11")
 def build(session: nox.Session) -> None:
     """The sdist and wheel into dist/, checked by twine; then the wheel alone in a new

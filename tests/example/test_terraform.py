@@ -1,5 +1,5 @@
 """``example/terraform/``: every file parses (python-hcl2), and the set-up it describes is
-the one the README's gcloud steps make ("The example on Cloud Run") and the one the
+the one the gcloud steps of docs/how-to/example.md make ("The example on Cloud Run") and the one the
 example's settings want: its queues as ``cloudtasks_setup`` would make them, its worker
 job as the job cluster runs it."""
 
@@ -21,7 +21,7 @@ from django_q_cloudtasks.gcp.provisioning import desired_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "example" / "terraform"
-SECTION = ("### The example on Cloud Run", "#### With Terraform")
+SECTION = ("## The example on Cloud Run", "### With Terraform")
 # What the README's variables stand for in Terraform.
 MEMBERS = {
     "serviceAccount:$RUNTIME_SA": "runtime",
@@ -70,8 +70,8 @@ def local(terraform: dict[str, list[Any]], name: str) -> Any:
 
 @pytest.fixture(scope="module")
 def gcloud() -> list[list[str]]:
-    """The gcloud commands of the README's section, each as its words."""
-    text = (ROOT / "README.md").read_text()
+    """The gcloud commands of the example's guide on Cloud Run, each as its words."""
+    text = (ROOT / "docs" / "how-to" / "example.md").read_text()
     section = text[text.index(SECTION[0]) : text.index(SECTION[1])]
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
