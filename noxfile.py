@@ -108,7 +108,9 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks (benchmarks/): writes benchmarks/results/RESULTS.md and results.json.
     ``nox -s bench -- --quick`` checks that every step works, in a minute or two."""
-    session.install(".", "gunicorn", "psycopg[binary]", "redis", "psutil", "pyinstrument")
+    session.install(
+        ".", "gunicorn", "psycopg[binary]", "redis", "psutil", "pyinstrument", "matplotlib"
+    )
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from tests.support.ports import free_port, free_port_pair
 
-from . import processes, report
+from . import charts, processes, report
 from .processes import ROOT, environment, running, usage
 
 SYSTEMS = ("cloudtasks", "orm", "redis")
@@ -441,5 +441,6 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "RESULTS.md").write_text(report.markdown(results))
+    drawn = charts.write(results, out)
     print(report.markdown(results))
-    print(f"Written to {out / 'RESULTS.md'} and {out / 'results.json'}")
+    print(f"Written to {out / 'RESULTS.md'}, {out / 'results.json'} and", *(p.name for p in drawn))
