@@ -121,8 +121,15 @@ MERMAID = "mermaid@12.3.0"
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
     """The documentation site (mkdocs.yml, docs/) into site/, with --strict: a broken link,
-    anchor or page fails it."""
-    session.install(PACKAGE, "mkdocs~=1.6", "mkdocs-material~=9.8", "mkdocstrings[python]~=1.0")
+    anchor or page fails it. Then tests/docs opens it in Chromium: the diagram and the
+    charts must be drawn."""
+    session.install(
+        PACKAGE,
+        "mkdocs~=1.6",
+        "mkdocs-material~=9.8",
+        "mkdocstrings[python]~=1.0",
+        *TEST_DEPENDENCIES,
+    )
     mermaid = Path(".cache/docs/mermaid")
     if not (mermaid / "package" / "dist" / "mermaid.min.js").is_file():
         mermaid.mkdir(parents=True, exist_ok=True)
@@ -141,6 +148,7 @@ def docs(session: nox.Session) -> None:
             external=True,
         )
     session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+    session.run("pytest", "tests/docs", "-p", "no:cacheprovider", env={"DJQ_SITE": "site"})
 
 
 @nox.session(python="3.11")

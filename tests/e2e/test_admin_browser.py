@@ -4,7 +4,7 @@ server that the built-in emulator delivers to.
 The server is pytest-django's ``live_server`` (a thread of this process, serving the admin's
 static files) and the emulator runs in-process, so the test sees the same database and
 settings as both. Set DJQ_SCREENSHOTS=1 to rewrite docs/admin-cloud-tasks.png, the
-README's picture of the queues page.
+picture of the queues page in the monitoring guide.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from django.urls import reverse
 from django_q.humanhash import humanize
 from django_q.models import Failure, Success
 from django_q.tasks import async_task
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from django_q_cloudtasks import async_task_after
 from tests.conftest import wait_for
+from tests.support.browser import headless_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "admin-cloud-tasks.png"
 QUEUES = (
     "projects/test-project/locations/europe-west1/queues/tests",
@@ -40,16 +40,12 @@ DELIVERY_TIMEOUT = 30.0
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists() and not os.environ.get("DJQ_REQUIRE_BROWSER"):
-        pytest.skip(f"No Chromium at {CHROMIUM} (set DJQ_REQUIRE_BROWSER=1 to fail instead)")
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+    with pytest.MonkeyPatch.context() as patch, headless_chromium() as launched:
         # Playwright's sync API runs an event loop in this thread, where the ORM would then
         # refuse to run; the test's queries are no less synchronous for it.
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         expect.set_options(timeout=15_000)  # each page is served on 2 shared cores
         yield launched
-        launched.close()
 
 
 @pytest.fixture
