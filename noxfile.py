@@ -100,7 +100,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def demo(session: nox.Session) -> None:
-    """The README's demo command, without a prompt: fails unless every task ends as expected."""
+    """The demo command of README.md and docs/how-to/example.md, without a prompt: fails
+    unless every task ends as expected."""
     session.run("bash", "example/run", *(session.posargs or ["--check"]), external=True)
 
 
