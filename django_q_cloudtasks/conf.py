@@ -436,7 +436,8 @@ def _cloud_tasks_dict(conf: Mapping[str, Any], where: str, *, alt: bool = False)
             f'{where}["cloud_tasks"] is missing or not a dict.',
             check_id="django_q_cloudtasks.E001",
             hint='Add "cloud_tasks": {"project": ..., "location": ..., "url": ..., '
-            '"service_account_email": ...}; see the README, section Configure.',
+            '"service_account_email": ...}; see the settings reference, '
+            "docs/reference/settings.md.",
         )
     allowed = QUEUE_KEYS if alt else QUEUE_KEYS | ENDPOINT_KEYS
     for key in value:

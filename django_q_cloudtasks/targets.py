@@ -182,7 +182,8 @@ def check_timeout(cluster: str, target: Target, timeout: int | None, deadline: i
         check_id="django_q_cloudtasks.E007",
         hint=f"Lower the timeout to {longest} s or less (the receiver needs a margin to save "
         "the result), or raise dispatch_deadline. For longer work, run the cluster's tasks in a "
-        'Cloud Run job: "target": "cloud_run_job" (see the README, Long tasks).',
+        'Cloud Run job: "target": "cloud_run_job" (see the guide Long tasks on Cloud Run Jobs, '
+        "docs/how-to/long-tasks.md).",
     )
 
 

@@ -149,7 +149,8 @@ def _error(
         qs,
         budget,
         needs=needs,
-        missing=f"Create the Cloud Run job {qs.job} (see the README, Long tasks)",
+        missing=f"Create the Cloud Run job {qs.job} (see the guide Long tasks on Cloud Run "
+        "Jobs, docs/how-to/long-tasks.md)",
         service=SERVICE,
     )
     return ExecutionError(f"Could not {verb} Cloud Run job {qs.job}: {hint}")

@@ -76,7 +76,7 @@ def test_a_missing_job_says_to_create_it(long, configure):
     )
     assert str(raised.value).endswith(
         "Create the Cloud Run job projects/test-project/locations/europe-west1/jobs/absent "
-        "(see the README, Long tasks)."
+        "(see the guide Long tasks on Cloud Run Jobs, docs/how-to/long-tasks.md)."
     )
 
 

@@ -15,7 +15,8 @@ from ...receiver import job_runner
 class Command(BaseCommand):
     help = (
         "Run the django-q task this Cloud Run job execution was started for: the command of "
-        "the job a job cluster's tasks run in (see the README, Long tasks)."
+        "the job a job cluster's tasks run in (see the guide Long tasks on Cloud Run Jobs, "
+        "docs/how-to/long-tasks.md)."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
