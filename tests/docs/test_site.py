@@ -1,5 +1,6 @@
-"""The built documentation site in a real browser: the architecture diagram and the
-benchmark charts are drawn, from the site's own files.
+"""The built documentation site in a real browser: the architecture diagram, the
+benchmark charts and the pictures of the admin and the terminal monitor are drawn, from
+the site's own files.
 
 ``nox -s docs`` runs these after building the site, with DJQ_SITE naming its directory;
 elsewhere they are skipped, as there is no site to look at.
@@ -25,7 +26,15 @@ pytestmark = pytest.mark.browser
 # A drawing leaves at least this share of its pixels off the background; a blank box, or
 # one line of text where a picture should be, leaves far less.
 DRAWN = 0.02
-CHARTS = ("cpu-per-task.svg", "latency.svg", "throughput.svg")
+# (page, the end of the picture's address)
+PICTURES = [
+    *(
+        ("explanation/performance/", f"assets/benchmarks/{chart}")
+        for chart in ("cpu-per-task.svg", "latency.svg", "throughput.svg")
+    ),
+    ("how-to/monitoring/", "admin-cloud-tasks.png"),
+    ("how-to/monitoring/", "cloudtasks-monitor.svg"),
+]
 # Material's closed shadow roots, opened so that the test can see the diagram's <svg>.
 OPEN_SHADOW_ROOTS = """
 const attach = Element.prototype.attachShadow;
@@ -96,12 +105,12 @@ def test_the_architecture_diagram_is_drawn_by_the_sites_own_mermaid(page: Page) 
     assert page.elsewhere == []  # type: ignore[attr-defined]
 
 
-def test_the_benchmark_charts_are_drawn(page: Page) -> None:
-    page.goto("explanation/performance/")
-    for chart in CHARTS:
-        image = page.locator(f'img[src$="assets/benchmarks/{chart}"]')
-        image.scroll_into_view_if_needed()
-        loaded = image.evaluate("img => img.decode().then(() => img.naturalWidth)")
-        assert loaded > 0, f"{chart} did not load"
-        assert drawn_share(image.screenshot()) > DRAWN, f"{chart} is blank"
+@pytest.mark.parametrize(("address", "picture"), PICTURES)
+def test_each_picture_is_drawn(page: Page, address: str, picture: str) -> None:
+    page.goto(address)
+    image = page.locator(f'img[src$="{picture}"]')
+    image.scroll_into_view_if_needed()
+    loaded = image.evaluate("img => img.decode().then(() => img.naturalWidth)")
+    assert loaded > 0, f"{picture} did not load"
+    assert drawn_share(image.screenshot()) > DRAWN, f"{picture} is blank"
     assert page.elsewhere == []  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ ON_APP_ENGINE = {
     "GAE_INSTANCE": "00c61b117c0b",
 }
 PARENT = "projects/test-project/locations/europe-west1/queues"
+REDIS_URL = os.environ.get("DJQ_CACHE_URL", "redis://127.0.0.1:6379/9")
 
 
 @pytest.fixture(scope="session")
@@ -124,18 +126,17 @@ def running_stack(
     ``app_engine``: the emulator delivers App Engine tasks to the server, which runs as on
     App Engine (its runtime's variables set) with ``"on"``, as anywhere else with ``"off"``.
     """
-    database_name = str(connection.settings_dict["NAME"])
     server_port, emulator_port = free_port(), free_port_pair()
     stack = {
         "emulator": emulator,
         "emulator_host": f"127.0.0.1:{emulator_port}",
         "url": f"http://127.0.0.1:{server_port}/_tasks/",
-        "database": database_name,
+        "database": str(connection.settings_dict["NAME"]),
         "logs": str(logs),
     }
     # This process's clients of an emulator that was on this port before back off: drop them.
     forget(stack["emulator_host"])
-    env = _project_env(stack, database_name) | (project_env or {})
+    env = stack_env(stack) | (project_env or {})
     if app_engine:
         emulator_options = [
             *emulator_options,
@@ -207,13 +208,13 @@ def live_stack(
         yield stack
 
 
-def _project_env(stack: dict[str, str], database_name: str) -> dict[str, str]:
+def stack_env(stack: dict[str, str]) -> dict[str, str]:
     """The environment of the test project's processes: its database, emulator and URL."""
     return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "tests.project.settings",
-        "DJQ_DB_NAME": database_name,
+        "DJQ_DB_NAME": stack["database"],
         "DJQ_RECEIVER_URL": stack["url"],
         "DJQ_VERIFY_TOKEN": "1" if stack["emulator"] == "built-in" else "0",
         "CLOUD_TASKS_EMULATOR_HOST": stack["emulator_host"],
@@ -224,7 +225,7 @@ def start_command(stack: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     """``manage.py ARGS`` of the test project, in a process of its own, on the stack."""
     return subprocess.Popen(
         [sys.executable, "-m", "django", *args],
-        env=_project_env(stack, stack["database"]),
+        env=stack_env(stack),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -304,3 +305,32 @@ def start_stack(
             return stack
 
         yield start
+
+
+@pytest.fixture
+def shared_cache(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The test's cache is Redis, under a prefix of its own; returns the environment that
+    gives a live server the same cache. The Redis is the one at DJQ_CACHE_URL, else
+    127.0.0.1:6379/9; the test is skipped where none answers, unless DJQ_REQUIRE_REDIS is
+    set (as CI sets it)."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        if os.environ.get("DJQ_REQUIRE_REDIS"):  # CI starts a Redis: there, none is a failure
+            raise
+        pytest.skip(f"no Redis at {REDIS_URL}: {error}")
+    prefix = f"djq-test-{uuid.uuid4().hex}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": prefix,
+        }
+    }
+    monkeypatch.setenv("TERM", "xterm-256color")
+    yield {"DJQ_CACHE_URL": REDIS_URL, "DJQ_CACHE_PREFIX": prefix}
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)

@@ -24,16 +24,14 @@ from django_q.tasks import async_task
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from django_q_cloudtasks import async_task_after
+from django_q_cloudtasks.conf import cluster_names, queue_settings
+from django_q_cloudtasks.gcp.provisioning import desired_fields, queues_of
 from tests.conftest import wait_for
 from tests.support.browser import headless_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "admin-cloud-tasks.png"
-QUEUES = (
-    "projects/test-project/locations/europe-west1/queues/tests",
-    "projects/test-project/locations/europe-west1/queues/second-queue",
-)
 # Deliveries go through the emulator and a live server on 2 shared cores: allow time.
 DELIVERY_TIMEOUT = 30.0
 
@@ -50,14 +48,15 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def delivering(live_server: Any, configure: Callable[..., None]) -> Iterator[str]:
-    """The built-in emulator, delivering to the live server; yields the server's URL."""
+    """The built-in emulator, delivering to the live server, its queues made as
+    ``cloudtasks_setup`` makes them; yields the server's URL."""
     from django_q_cloudtasks.emulator import Emulator
     from tests.support.ports import free_port_pair
 
     with Emulator(port=free_port_pair()) as emulator:
-        for queue in QUEUES:
-            emulator.ensure_queue(queue)
         configure(url=f"{live_server.url}/_tasks/", emulator_host=emulator.address)
+        for queue in queues_of(queue_settings(name) for name in cluster_names()):
+            emulator.ensure_queue(queue.queue_path, desired_fields(queue))
         yield live_server.url
 
 
@@ -99,6 +98,10 @@ def test_the_queues_page_steers_the_queue(admin_page: Page, tmp_path: Path) -> N
     queue = page.locator("#queue-tests")
     waiting = queue.locator("table.tasks tbody tr")
     expect(queue.locator(".state-RUNNING")).to_have_text("RUNNING")
+    # Cloud Tasks retries without end; django-q's max_attempts decides when a task is done.
+    expect(queue.locator("tr", has_text="Cloud Tasks retries")).to_contain_text(
+        "unlimited attempts"
+    )
 
     queue.get_by_role("button", name="Pause tests").click()
     expect(message(page)).to_contain_text("Paused projects/test-project/")

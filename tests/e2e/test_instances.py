@@ -1,12 +1,8 @@
 """qinfo and qmonitor list the processes of a live gunicorn that run tasks, through a Redis
-cache the server and the test share: the Redis at DJQ_CACHE_URL, else 127.0.0.1:6379/9;
-skipped where none answers, unless DJQ_REQUIRE_REDIS is set (as CI does)."""
+cache the server and the test share (``shared_cache``)."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,34 +17,6 @@ from tests.conftest import wait_for
 from tests.receiver.test_status import QMONITOR_WORKS, flat
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-REDIS_URL = os.environ.get("DJQ_CACHE_URL", "redis://127.0.0.1:6379/9")
-
-
-@pytest.fixture
-def shared_cache(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """The test's cache is Redis, under a prefix of its own; returns the server's environment."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        if os.environ.get("DJQ_REQUIRE_REDIS"):  # CI starts a Redis: there, none is a failure
-            raise
-        pytest.skip(f"no Redis at {REDIS_URL}: {error}")
-    prefix = f"djq-test-{uuid.uuid4().hex}"
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": prefix,
-        }
-    }
-    monkeypatch.setenv("TERM", "xterm-256color")
-    yield {"DJQ_CACHE_URL": REDIS_URL, "DJQ_CACHE_PREFIX": prefix}
-    keys = list(client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
 
 
 def two_rows(in_flight: int) -> list[Status] | None:

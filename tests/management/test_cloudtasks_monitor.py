@@ -3,15 +3,8 @@ dashboard in the terminal until q."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
-import select
-import struct
 import subprocess
-import sys
-import termios
-import time
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +23,7 @@ from django_q_cloudtasks.management.commands.cloudtasks_monitor import layout
 from django_q_cloudtasks.receiver.status import StatusWriter, rows
 from tests.conftest import wait_for
 from tests.receiver.test_status import forget_rows
+from tests.support.terminal import in_terminal, read_until, set_size
 from tests.test_metrics import ran
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -144,51 +138,18 @@ def test_intervals_and_windows_are_positive(option):
         call_command("cloudtasks_monitor", "--once", option)
 
 
-def read_until(fd: int, text: bytes, seen: bytearray, start: int = 0, timeout: float = 30) -> int:
-    """Read the terminal into ``seen`` until ``text`` shows at or after ``start``; where."""
-    deadline = time.monotonic() + timeout
-    while (found := seen.find(text, start)) < 0:
-        left = deadline - time.monotonic()
-        assert left > 0, f"{text!r} never came; the terminal got ...{bytes(seen[-3000:])!r}"
-        if select.select([fd], [], [], left)[0]:
-            seen += os.read(fd, 65536)
-    return found
-
-
-def set_size(fd: int, rows: int, columns: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-
-
 @contextmanager
 def dashboard(emulator_host: str, *args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """The live command in a 200 x 40 pseudo-terminal; yields the terminal's other end."""
-    controller, terminal = pty.openpty()
-    set_size(terminal, 40, 200)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "django", "cloudtasks_monitor", *args],
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "DJANGO_SETTINGS_MODULE": "tests.project.settings",
-            "DJQ_DB_NAME": str(connection.settings_dict["NAME"]),
-            "CLOUD_TASKS_EMULATOR_HOST": emulator_host,
-            "TERM": "xterm-256color",
-            # blessed asks the terminal what it supports; this one never answers.
-            "BLESSED_QUERY_TIMEOUT_SECONDS": "0.1",
-        },
-    )
-    os.close(terminal)
-    try:
-        yield controller, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(controller)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.project.settings",
+        "DJQ_DB_NAME": str(connection.settings_dict["NAME"]),
+        "CLOUD_TASKS_EMULATOR_HOST": emulator_host,
+    }
+    with in_terminal(["cloudtasks_monitor", *args], env) as opened:
+        yield opened
 
 
 def test_live_it_draws_fullscreen_follows_a_resize_at_once_and_quits_on_q(paused_cloud_tasks):
