@@ -58,32 +58,40 @@ def google_endpoint(
         @transaction.non_atomic_requests  # django-q manages its own connections
         @functools.wraps(view)
         def authenticated(request: HttpRequest) -> JsonResponse:
-            try:
-                caller = authenticate(
-                    request, receiver_settings(), app_engine_tasks=app_engine_tasks
-                )
-            except AuthenticationFailed as error:
-                # The reason is fixed text; what the caller sent appears only escaped, and cut.
-                logger.warning("Refused a call to %s: %s%s", request.path, error, error.detail)
-                return JsonResponse({"error": str(error)}, status=error.status)
-            except CertificatesUnavailable as error:
-                logger.error("Cannot verify calls to %s: %s", request.path, error)
-                return JsonResponse(
-                    {"error": "The token certificates could not be fetched; retry later."},
-                    status=500,
-                )
-            try:
-                return view(request, caller)
-            except DatabaseError as error:
-                # Nothing was marked done: the retry finds the task where this call left it.
-                logger.error("The database failed during a call to %s: %s", request.path, error)
-                return JsonResponse(
-                    {"error": "The database is unavailable; retry later."}, status=500
-                )
+            answer = _answered(view, request, app_engine_tasks=app_engine_tasks)
+            # Each 4xx or 5xx answer was logged once, at its level, saying why: Django's own
+            # line for it ("Internal Server Error: /_tasks/") would only repeat it.
+            answer._has_been_logged = True  # type: ignore[attr-defined]
+            return answer
 
         return authenticated
 
     return decorate
+
+
+def _answered(
+    view: Callable[[HttpRequest, Caller], JsonResponse],
+    request: HttpRequest,
+    *,
+    app_engine_tasks: bool,
+) -> JsonResponse:
+    try:
+        caller = authenticate(request, receiver_settings(), app_engine_tasks=app_engine_tasks)
+    except AuthenticationFailed as error:
+        # The reason is fixed text; what the caller sent appears only escaped, and cut.
+        logger.warning("Refused a call to %s: %s%s", request.path, error, error.detail)
+        return JsonResponse({"error": str(error)}, status=error.status)
+    except CertificatesUnavailable as error:
+        logger.error("Cannot verify calls to %s: %s", request.path, error)
+        return JsonResponse(
+            {"error": "The token certificates could not be fetched; retry later."}, status=500
+        )
+    try:
+        return view(request, caller)
+    except DatabaseError as error:
+        # Nothing was marked done: the retry finds the task where this call left it.
+        logger.error("The database failed during a call to %s: %s", request.path, error)
+        return JsonResponse({"error": "The database is unavailable; retry later."}, status=500)
 
 
 @google_endpoint(app_engine_tasks=True)
@@ -94,9 +102,6 @@ def receive(request: HttpRequest, caller: Caller) -> JsonResponse:
     answer = _answer(request, delivery, result)
     if result.task is not None:
         _log_delivery(request, delivery, result, result.task, started)
-        # The line above says what became of the task, at its level: Django's own line for
-        # a 4xx or 5xx answer ("Internal Server Error: /_tasks/") would only repeat it.
-        answer._has_been_logged = True  # type: ignore[attr-defined]
     return answer
 
 
@@ -124,7 +129,13 @@ OUTCOMES = {
     "launched": "went to a new Cloud Run job execution in %(duration_s).3f s",
     "running": "is running in a Cloud Run job execution: Cloud Tasks will come back",
     "forwarded": "waits: sent on to its next hop",
+    "not_launched": "could not start a Cloud Run job execution, so did not run (%(error)s); "
+    "Cloud Tasks will deliver it again",
+    "not_forwarded": "could not be sent on to its next hop (%(error)s); Cloud Tasks will "
+    "deliver it again",
 }
+# The outcomes where the task did not run because a Google API failed.
+NOT_STARTED = ("not_launched", "not_forwarded")
 
 
 def _answer(request: HttpRequest, delivery: Delivery, result: Result) -> JsonResponse:
@@ -158,7 +169,13 @@ def _log_delivery(
         "duration_s": round(time.perf_counter() - started, 3),
         "cloud_tasks_retries": delivery.retries,
     }
-    level = logging.WARNING if result.outcome in ("failed", "retry") else logging.INFO
+    if result.outcome in NOT_STARTED:
+        fields["error"] = result.error
+        level = logging.ERROR
+    elif result.outcome in ("failed", "retry"):
+        level = logging.WARNING
+    else:
+        level = logging.INFO
     said = OUTCOMES.get(result.outcome, "ended %(outcome)s in %(duration_s).3f s")
     receiver_logger.log(
         level,

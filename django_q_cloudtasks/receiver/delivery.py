@@ -204,8 +204,7 @@ def take_task(delivery: Delivery) -> Result:
         try:
             outcome = launcher.supervise(task, cloud_task=delivery.cloud_task)
         except (ExecutionError, MissingExtra) as error:  # Cloud Run refused; E021
-            logger.error("Task %s: %s", task["id"], error)
-            return Result(500, error=str(error), task=task)
+            return Result(500, "not_launched", str(error), task=task)
     else:
         outcome = execute(task, previous_attempts=delivery.retries)
     if (by_reference or queue.runs_in_job) and outcome.done:
@@ -263,8 +262,7 @@ def _forward(
     try:
         CloudTasksBroker(queue.cluster).forward(package.decode("ascii"), task, name=name)
     except EnqueueError as error:
-        logger.error("Could not send task %s on: %s", task["id"], error)
-        return Result(500, error=str(error), task=task)
+        return Result(500, "not_forwarded", str(error), task=task)
     details: dict[str, Any] = {"task": task["id"]}
     if name is None:
         details["run_after"] = task["run_after"].isoformat()

@@ -21,6 +21,7 @@ from django_q_cloudtasks.receiver import delivery
 from django_q_cloudtasks.receiver.delivery import MISSING_CODE_RETRIES
 from tests.conftest import assert_rejected
 from tests.support.packages import a_package_from_the_newer_revision, make_task, signed_with
+from tests.support.tokens import ISSUER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,6 +94,22 @@ def test_a_hop_on_its_way_is_still_forwarded(deliver, paused_cloud_tasks):
     headers = {"X-CloudTasks-TaskName": f"{task['id']}-1", **eta(timedelta(0))}
     assert deliver(task, headers=headers).json()["status"] == "forwarded"
     assert [cloud_task_id(t) for t in paused_cloud_tasks.tasks()] == [task["id"]]
+    assert not Success.objects.filter(id=task["id"]).exists()
+
+
+def test_a_hop_that_cannot_be_sent_on_is_retried_and_said_once_as_an_error(
+    deliver, configure, caplog
+):
+    # Cloud Tasks unreachable; the receiver still takes the tests' own tokens
+    configure(emulator_host="127.0.0.1:9", enqueue_timeout=1, issuers=[ISSUER])
+    task = make_task("math.copysign", 2, -2, run_after=timezone.now() + timedelta(days=29))
+    caplog.set_level(logging.INFO)
+    response = deliver(task)
+    assert response.status_code == 500
+    assert response.json()["status"] == "not_forwarded"
+    (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (line.name, line.levelname) == (RECEIVER_LOGGER, "ERROR")
+    assert "could not be sent on to its next hop (" in line.getMessage()
     assert not Success.objects.filter(id=task["id"]).exists()
 
 

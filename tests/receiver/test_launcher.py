@@ -4,6 +4,7 @@ while attempts remain."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from django.utils import timezone
 from django_q.models import Failure
 
+from django_q_cloudtasks.cloud_logging import RECEIVER_LOGGER
 from django_q_cloudtasks.emulator import Emulator
 from django_q_cloudtasks.models import Payload, Receipt
 from django_q_cloudtasks.receiver import launcher
@@ -215,14 +217,21 @@ def test_a_task_sent_before_its_cluster_ran_in_a_job_gets_its_payload_kept(deliv
 
 
 def test_cloud_run_refusing_is_a_500_and_the_next_delivery_tries_again(
-    deliver_long, configure, emulator
+    deliver_long, configure, emulator, caplog
 ):
     missing = {"timeout": 60, "cloud_tasks": {"target": "cloud_run_job", "job": "missing"}}
     configure(q_cluster={"ALT_CLUSTERS": {"long": missing}})
     task = long_task()
+    caplog.set_level(logging.INFO)
     response = deliver_long(task)
     assert response.status_code == 500
+    assert response.json()["status"] == "not_launched"
     assert "Create the Cloud Run job" in response.json()["error"]
+    # One line, an error: why it did not start, not that the task failed.
+    (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (line.name, line.levelname) == (RECEIVER_LOGGER, "ERROR")
+    assert "could not start a Cloud Run job execution, so did not run" in line.getMessage()
+    assert "Create the Cloud Run job" in line.getMessage()
     assert Receipt.objects.get(task_id=task["id"]).state == Receipt.State.RETRY
     assert Receipt.objects.get(task_id=task["id"]).lost == 0
 
