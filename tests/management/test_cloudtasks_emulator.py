@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,6 +88,24 @@ def test_it_makes_the_queues_as_cloudtasks_setup_would_and_mends_a_kept_one(tmp_
         assert f"  queue {tests_queue} (updated)" in printed
         assert f"  queue {QUEUES}/second-queue" in printed  # as the settings want it already
         assert tasks_client(address).get_queue(name=tests_queue).retry_config.max_attempts == -1
+
+
+def test_its_queues_have_the_settings_queue_options():
+    address = f"127.0.0.1:{free_port_pair()}"
+    options = {
+        "rate_limits": {"max_dispatches_per_second": 2.5, "max_concurrent_dispatches": 7},
+        "retry_config": {"min_backoff": 0.5, "max_backoff": 60, "max_doublings": 4},
+    }
+    with emulator_command(address, DJQ_QUEUE_OPTIONS=json.dumps(options)):
+        for queue in ("tests", "second-queue"):  # the second cluster inherits them
+            made = tasks_client(address).get_queue(name=f"{QUEUES}/{queue}")
+            rate, retry = made.rate_limits, made.retry_config
+            assert (rate.max_dispatches_per_second, rate.max_concurrent_dispatches) == (2.5, 7)
+            assert (retry.min_backoff.total_seconds(), retry.max_backoff.total_seconds()) == (
+                0.5,
+                60,
+            )
+            assert (retry.max_doublings, retry.max_attempts) == (4, -1)
 
 
 def test_an_address_in_use_is_a_clear_error():

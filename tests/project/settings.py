@@ -15,8 +15,10 @@ Environment:
   DJQ_JOB_CLUSTER    1: the cluster "long" runs its tasks in the Cloud Run job "tests-worker"
   DJQ_APP_ENGINE_CLUSTER  1: the cluster "worker" sends its tasks inside App Engine
   DJQ_SHARDS         the queues the main cluster "tests" spreads its tasks over (default 1)
+  DJQ_QUEUE_OPTIONS  JSON: the queue_options of every cluster's queue
 """
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -116,6 +118,11 @@ Q_CLUSTER: dict[str, Any] = {
         "enqueue_timeout": 10,
         "shards": int(os.environ.get("DJQ_SHARDS", "1")),
         **({"verify_token": False} if os.environ.get("DJQ_VERIFY_TOKEN") == "0" else {}),
+        **(
+            {"queue_options": json.loads(os.environ["DJQ_QUEUE_OPTIONS"])}
+            if os.environ.get("DJQ_QUEUE_OPTIONS")
+            else {}
+        ),
     },
     "ALT_CLUSTERS": {
         "second": {"timeout": 10, "max_attempts": 2, "cloud_tasks": {"queue": "second-queue"}},

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, sync_playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium; DJQ_CHROMIUM names another build of it, or Chrome.
+CHROMIUM = Path(os.environ.get("DJQ_CHROMIUM", "/usr/bin/chromium"))
 
 
 @contextmanager
