@@ -152,6 +152,16 @@ def test_a_failure_asks_for_a_retry_until_max_attempts(deliver, trace):
     assert runs(trace) == 3
 
 
+def test_a_failing_tasks_hook_runs_after_every_attempt_as_under_qcluster(deliver, trace):
+    hooked = Path(f"{trace}.saves")  # the hook adds an "s" each time it runs
+    task = make_task(
+        "tests.project.tasks.count_and_fail", str(trace), hook="tests.project.tasks.count_saves"
+    )
+    for attempt in range(3):
+        deliver(task, retries=attempt)
+        assert hooked.read_text() == "s" * (attempt + 1)
+
+
 def test_ack_failure_stops_retries_after_the_first_failure(deliver, trace):
     task = make_task("tests.project.tasks.count_and_fail", str(trace), ack_failure=True)
     response = deliver(task)

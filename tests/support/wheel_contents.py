@@ -1,14 +1,21 @@
 """``python tests/support/wheel_contents.py WHEEL``: fails unless the wheel holds what an
-installed package needs beside its modules (run by ``nox -s build``)."""
+installed package needs beside its modules, and its description (README.md, PyPI's
+page) links only to pages of the site and files of the repository, by their full
+addresses (run by ``nox -s build``)."""
 
 from __future__ import annotations
 
+import email
+import re
 import sys
 import zipfile
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PACKAGE = REPOSITORY / "django_q_cloudtasks"
+SITE = "https://django-q-cloudtasks.github.io/django-q-cloudtasks/"
+FILES = "https://github.com/django-q-cloudtasks/django-q-cloudtasks/blob/main/"
+LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def missing_from(wheel: Path) -> list[str]:
@@ -25,8 +32,31 @@ def missing_from(wheel: Path) -> list[str]:
     return missing
 
 
+def broken_links(wheel: Path) -> list[str]:
+    """The description's links that PyPI could not follow, or that lead to no page of the
+    site or file of the repository."""
+    archive = zipfile.ZipFile(wheel)
+    (metadata,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+    description = email.message_from_bytes(archive.read(metadata)).get_payload()
+    broken = []
+    for target in LINK.findall(str(description)):
+        address = target.split("#")[0]
+        if address.startswith(SITE):
+            page = address.removeprefix(SITE).rstrip("/")
+            found = (REPOSITORY / "docs" / (f"{page}.md" if page else "index.md")).is_file()
+        elif address.startswith(FILES):
+            found = (REPOSITORY / address.removeprefix(FILES)).exists()
+        else:
+            found = address.startswith("https://")
+        if not found:
+            broken.append(target)
+    return broken
+
+
 if __name__ == "__main__":
-    missing = missing_from(Path(sys.argv[1]))
-    if missing:
+    wheel = Path(sys.argv[1])
+    if missing := missing_from(wheel):
         sys.exit("The wheel lacks: " + ", ".join(missing))
-    print(f"{sys.argv[1]}: every file of the package, and its licence.")
+    if broken := broken_links(wheel):
+        sys.exit("The description's links lead nowhere on PyPI: " + ", ".join(broken))
+    print(f"{wheel}: every file of the package, its licence, and a description whose links work.")
