@@ -58,7 +58,7 @@ def google_endpoint(
         @transaction.non_atomic_requests  # django-q manages its own connections
         @functools.wraps(view)
         def authenticated(request: HttpRequest) -> JsonResponse:
-            answer = _answered(view, request, app_engine_tasks=app_engine_tasks)
+            answer = _call_authenticated(view, request, app_engine_tasks=app_engine_tasks)
             # Each 4xx or 5xx answer was logged once, at its level, saying why: Django's own
             # line for it ("Internal Server Error: /_tasks/") would only repeat it.
             answer._has_been_logged = True  # type: ignore[attr-defined]
@@ -69,12 +69,13 @@ def google_endpoint(
     return decorate
 
 
-def _answered(
+def _call_authenticated(
     view: Callable[[HttpRequest, Caller], JsonResponse],
     request: HttpRequest,
     *,
     app_engine_tasks: bool,
 ) -> JsonResponse:
+    """The view's answer to an authenticated caller, or the refusal; each 4xx or 5xx logged."""
     try:
         caller = authenticate(request, receiver_settings(), app_engine_tasks=app_engine_tasks)
     except AuthenticationFailed as error:
@@ -134,7 +135,8 @@ OUTCOMES = {
     "not_forwarded": "could not be sent on to its next hop (%(error)s); Cloud Tasks will "
     "deliver it again",
 }
-# The outcomes where the task did not run because a Google API failed.
+# The outcomes where the task did not run: Cloud Run or Cloud Tasks refused what it needed
+# (or the jobs extra is missing). Errors, as an operator has to act.
 NOT_STARTED = ("not_launched", "not_forwarded")
 
 

@@ -111,6 +111,17 @@ def assert_rejected(response: Any, reason: str = "") -> Any:
     return letter
 
 
+def logged_by_the_package_alone(caplog: pytest.LogCaptureFixture, level: int) -> list[Any]:
+    """The package's records at ``level`` or above, of which there must be one at least;
+    and Django's request logger said nothing ("Internal Server Error: /_tasks/" ...)."""
+    assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == []
+    said = [
+        r for r in caplog.records if r.name.startswith("django_q_cloudtasks") and r.levelno >= level
+    ]
+    assert said, "the package logged nothing of it"
+    return said
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
     """Poll until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -2,6 +2,7 @@
 signature checks out."""
 
 import base64
+import logging
 import os
 import pickle
 import subprocess
@@ -20,7 +21,7 @@ from django_q.models import Schedule, Success
 from django_q_cloudtasks.exceptions import BadPackage
 from django_q_cloudtasks.scheduling import Slot
 from django_q_cloudtasks.wire import PACKAGE_CONTENT_TYPE, read_package
-from tests.conftest import assert_rejected
+from tests.conftest import assert_rejected, logged_by_the_package_alone
 from tests.project.tasks import LeavesATrace
 from tests.support.packages import make_task, sign, signed_with
 from tests.support.tokens import ISSUER
@@ -173,13 +174,14 @@ def test_the_tick_plans_the_due_schedules_and_reports(paused_cloud_tasks, delive
     assert len(paused_cloud_tasks.tasks()) == 1
 
 
-def test_a_tick_that_cannot_reach_cloud_tasks_answers_500_to_be_retried(deliver, configure):
+def test_a_tick_that_cannot_reach_cloud_tasks_answers_500_to_be_retried(deliver, configure, caplog):
     configure(emulator_host="127.0.0.1:9", enqueue_timeout=1, issuers=[ISSUER])
     for _ in range(20):
         Schedule.objects.create(func="math.floor", args="1.5", next_run=timezone.now())
     started = time.monotonic()
     response = deliver(b"", path="/_tasks/tick/")
     assert response.status_code == 500
+    logged_by_the_package_alone(caplog, logging.ERROR)
     failed = response.json()["failed"]
     assert len(failed) == 20
     assert all("emulator at 127.0.0.1:9" in error for error in failed.values())
@@ -211,7 +213,7 @@ def test_a_wake_up_not_signed_by_this_project_is_rejected(deliver, body):
     assert_rejected(deliver(body, path="/_tasks/schedule/"))
 
 
-def test_a_database_failure_answers_500_to_be_retried(deliver, monkeypatch):
+def test_a_database_failure_answers_500_to_be_retried(deliver, monkeypatch, caplog):
     def unavailable(*args, **kwargs):
         raise OperationalError("connection refused")
 
@@ -219,3 +221,5 @@ def test_a_database_failure_answers_500_to_be_retried(deliver, monkeypatch):
     response = deliver(make_task("math.copysign", 2, -2))
     assert response.status_code == 500
     assert response.json() == {"error": "The database is unavailable; retry later."}
+    (line,) = logged_by_the_package_alone(caplog, logging.ERROR)
+    assert "connection refused" in line.getMessage()

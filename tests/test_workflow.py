@@ -73,12 +73,13 @@ def test_it_publishes_only_after_every_other_job_passed_and_the_tag_names_the_ve
 def test_a_tag_is_built_only_with_its_release_dated_in_the_changelog(jobs):
     (check,) = [step for step in jobs["build"]["steps"] if "CHANGELOG.md" in step.get("run", "")]
     assert check["if"] == "startsWith(github.ref, 'refs/tags/v')"
-    assert 'grep -q "^## \\[${GITHUB_REF_NAME#v}\\] - " CHANGELOG.md' in check["run"]
+    assert 'grep -qF "## [${GITHUB_REF_NAME#v}] - " CHANGELOG.md' in check["run"]
 
 
 def test_the_site_published_from_main_is_the_one_nox_s_docs_built_and_checked(jobs):
     assert jobs["pages"]["if"] == "github.ref == 'refs/heads/main'"
     assert jobs["pages"]["needs"] == ["tests"]
+    assert jobs["pages"]["permissions"] == {"pages": "write", "id-token": "write"}
     (upload,) = [s for s in jobs["tests"]["steps"] if "upload-pages-artifact" in s.get("uses", "")]
     assert upload["if"] == "matrix.session == 'docs' && github.ref == 'refs/heads/main'"
     assert upload["with"]["path"] == "site/"

@@ -6,6 +6,7 @@ certificate endpoint served on loopback. Every refused request runs nothing.
 
 import hashlib
 import hmac
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django_q.models import Task
 
+from tests.conftest import logged_by_the_package_alone
 from tests.support.packages import make_task
 from tests.support.tokens import CertsServer, SigningKey, forged_token, valid_claims
 
@@ -264,11 +266,13 @@ def test_a_page_that_is_not_certificates_does_not_replace_them(deliver, own_cert
     assert response.status_code == 200, response.content
 
 
-def test_no_certificates_at_all_is_a_500_to_retry_not_a_refusal(deliver, own_certs_server):
+def test_no_certificates_at_all_is_a_500_to_retry_not_a_refusal(deliver, own_certs_server, caplog):
     own_certs_server.status = 503
     response = deliver(make_task("math.floor", 1.5))
     assert response.status_code == 500
     assert "certificates could not be fetched" in response.json()["error"]
+    (line,) = logged_by_the_package_alone(caplog, logging.ERROR)
+    assert line.getMessage().startswith("Cannot verify calls to /_tasks/: ")
 
 
 # What a caller sends never reaches the log as it came

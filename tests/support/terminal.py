@@ -82,8 +82,17 @@ def read_until(fd: int, text: bytes, seen: bytearray, start: int = 0, timeout: f
         left = deadline - time.monotonic()
         assert left > 0, f"{text!r} never came; the terminal got ...{bytes(seen[-3000:])!r}"
         if select.select([fd], [], [], left)[0]:
-            seen += os.read(fd, 65536)
+            seen += _read(fd, bytes(seen[-3000:]).decode(errors="replace"))
     return found
+
+
+def _read(fd: int, shown: str) -> bytes:
+    """What the command wrote; once it has exited (EIO on Linux), a failure that says what
+    it had ``shown``."""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        raise AssertionError(f"the command exited; it had shown:\n{shown}") from None
 
 
 def set_size(fd: int, lines: int, columns: int) -> None:
@@ -104,7 +113,7 @@ class Terminal:
             left = deadline - time.monotonic()
             assert left > 0, "the screen never showed it; it shows:\n" + "\n".join(self.text)
             if select.select([fd], [], [], left)[0]:
-                self._stream.feed(os.read(fd, 65536))
+                self._stream.feed(_read(fd, "\n".join(self.text)))
 
     @property
     def text(self) -> list[str]:

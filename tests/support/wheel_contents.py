@@ -20,7 +20,8 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 def missing_from(wheel: Path) -> list[str]:
     """Every file of the package in the checkout that the wheel lacks, and its licence."""
-    names = set(zipfile.ZipFile(wheel).namelist())
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
     wanted = [
         str(path.relative_to(REPOSITORY))
         for path in sorted(PACKAGE.rglob("*"))
@@ -35,15 +36,22 @@ def missing_from(wheel: Path) -> list[str]:
 def broken_links(wheel: Path) -> list[str]:
     """The description's links that PyPI could not follow, or that lead to no page of the
     site or file of the repository."""
-    archive = zipfile.ZipFile(wheel)
-    (metadata,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
-    description = email.message_from_bytes(archive.read(metadata)).get_payload()
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [name for name in archive.namelist() if name.endswith("/METADATA")]
+        description = str(email.message_from_bytes(archive.read(metadata)).get_payload())
+    links = LINK.findall(description)
+    if len(links) < 20:  # README.md links every page of the site
+        return [f"only {len(links)} links in the description: is it README.md?"]
     broken = []
-    for target in LINK.findall(str(description)):
+    for target in links:
         address = target.split("#")[0]
         if address.startswith(SITE):
             page = address.removeprefix(SITE).rstrip("/")
-            found = (REPOSITORY / "docs" / (f"{page}.md" if page else "index.md")).is_file()
+            # MkDocs serves docs/PAGE.md at PAGE/, and docs/index.md at the site's root.
+            found = (
+                page.rpartition("/")[2] != "index"
+                and (REPOSITORY / "docs" / (f"{page}.md" if page else "index.md")).is_file()
+            )
         elif address.startswith(FILES):
             found = (REPOSITORY / address.removeprefix(FILES)).exists()
         else:
