@@ -16,6 +16,7 @@ from django_q_cloudtasks.cloud_logging import (
     CloudLoggingFormatter,
     trace_of,
 )
+from tests.conftest import logged_by_the_package_alone
 from tests.support.packages import a_package_from_the_newer_revision, make_task
 
 TRACE_HEADER = "105445aa7843bc8bf206b12000100000/1;o=1"
@@ -121,40 +122,29 @@ def test_a_failure_logs_a_warning_with_its_attempt_and_a_duplicate_says_so(
     assert "had already run: a duplicate delivery, nothing ran" in lines[3]["message"]
 
 
-def djangos_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """What Django's request logger said ("Internal Server Error: /_tasks/" ...)."""
-    return [record.getMessage() for record in caplog.records if record.name == "django.request"]
-
-
-def packages_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name.startswith("django_q_cloudtasks")]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_retried_task_is_said_once_not_again_as_a_server_error(deliver, caplog, tmp_path):
     caplog.set_level(logging.INFO)
     failing = make_task("tests.project.tasks.count_and_fail", str(tmp_path / "count"))
     assert deliver(failing).status_code == 500
+    logged_by_the_package_alone(caplog, logging.INFO)
     assert len(receiver_lines(caplog)) == 1
-    assert djangos_lines(caplog) == []
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_delivery_retried_before_its_task_could_be_read_is_said_once(deliver, newer_code, caplog):
     caplog.set_level(logging.INFO)
     assert deliver(a_package_from_the_newer_revision(newer_code, lacks="module")).status_code == 500
-    (line,) = packages_lines(caplog)
+    (line,) = logged_by_the_package_alone(caplog, logging.INFO)
     assert (line.levelname, "newer_revision" in line.getMessage()) == ("WARNING", True)
-    assert djangos_lines(caplog) == []
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_refused_call_is_said_once_not_again_by_django(deliver, caplog):
     caplog.set_level(logging.INFO)
     assert deliver(make_task("math.floor", 1.5), token=None).status_code == 401
-    (line,) = packages_lines(caplog)
+    (line,) = logged_by_the_package_alone(caplog, logging.INFO)
     assert line.getMessage().startswith("Refused a call to /_tasks/: ")
-    assert djangos_lines(caplog) == []
 
 
 @pytest.mark.django_db(transaction=True)

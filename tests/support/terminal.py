@@ -34,7 +34,6 @@ PALETTE = {
     "red": "#e06c75",
     "green": "#98c379",
     "brown": "#e5c07b",  # pyte's name for ANSI yellow
-    "yellow": "#e5c07b",
     "blue": "#61afef",
     "magenta": "#c678dd",
     "cyan": "#56b6c2",
@@ -100,7 +99,7 @@ def set_size(fd: int, lines: int, columns: int) -> None:
 
 
 class Terminal:
-    """A screen of ``columns`` by ``lines`` that ``feed`` writes to."""
+    """A screen of ``columns`` by ``lines``, which ``watch`` plays a command's output on."""
 
     def __init__(self, columns: int, lines: int) -> None:
         self.screen = pyte.Screen(columns, lines)
